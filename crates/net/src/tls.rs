@@ -382,14 +382,14 @@ pub async fn connect(addr: &str, pin: &Arc<CertPin>) -> Result<ClientStream, Tls
     match connector.connect(name, tcp).await {
         Ok(s) => Ok(s),
         Err(e) => {
-            if let (Some(seen), Some(pinned)) = (pin.seen(), pin.expected()) {
-                if seen != pinned {
-                    return Err(TlsError::FingerprintMismatch {
-                        addr: addr.to_owned(),
-                        seen,
-                        pinned,
-                    });
-                }
+            if let (Some(seen), Some(pinned)) = (pin.seen(), pin.expected())
+                && seen != pinned
+            {
+                return Err(TlsError::FingerprintMismatch {
+                    addr: addr.to_owned(),
+                    seen,
+                    pinned,
+                });
             }
             Err(TlsError::Connect {
                 addr: addr.to_owned(),
