@@ -38,7 +38,7 @@ async fn pinned_connection_and_channel_binding_agree() -> Result<(), Box<dyn std
 
     // A wrong pin: refused with both fingerprints named.
     let wrong = CertPin::expect(tls::Fingerprint([0xAB; 32]));
-    let err = tls::connect(&addr, &wrong).await.err().expect("refused");
+    let err = tls::connect(&addr, &wrong).await.expect_err("refused");
     assert!(
         matches!(err, tls::TlsError::FingerprintMismatch { .. }),
         "{err}"
