@@ -1,0 +1,120 @@
+//! The store's one error type.
+
+/// Why a call to the configuration database failed, in words an administrator can act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL has a form the store does not accept.
+    #[error(
+        "the database URL {url:?} is not one Bramble accepts ({reason}); use postgres://…, \
+         postgresql://…, sqlite://PATH, sqlite:PATH or a plain file path"
+    )]
+    InvalidUrl {
+        /// The URL as given, with any password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The database could not be reached or opened.
+    #[error(
+        "the database at {url} could not be opened: {source}; check the URL and that the \
+         server is running"
+    )]
+    Open {
+        /// The URL, with any password replaced by `***`.
+        url: String,
+        /// What the driver reported.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The database was opened, but bringing its schema up to date failed.
+    #[error(
+        "the database at {url} could not be brought up to date: {source}; if it was written \
+         by a newer Bramble, use that version"
+    )]
+    Migrate {
+        /// The URL, with any password replaced by `***`.
+        url: String,
+        /// What the migrator reported.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// The email address is not one the store accepts.
+    #[error("{email:?} is not a valid email address: {reason}")]
+    InvalidEmail {
+        /// The address as given.
+        email: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A user with this email address already exists.
+    #[error("a user with address {email} already exists")]
+    UserExists {
+        /// The (lower-cased) address.
+        email: String,
+    },
+
+    /// No user has this email address.
+    #[error("no user with address {email}")]
+    NoSuchUser {
+        /// The (lower-cased) address.
+        email: String,
+    },
+
+    /// The user exists but has no activation password set.
+    #[error("no activation password is set for {email}")]
+    NoActivation {
+        /// The (lower-cased) address.
+        email: String,
+    },
+
+    /// No device has this PIN.
+    #[error("no device with PIN {pin:08X}")]
+    NoSuchDevice {
+        /// The PIN (shown as eight hex digits, as on the device's status screen).
+        pin: u32,
+    },
+
+    /// The PIN already belongs to the device of another user.
+    #[error("PIN {pin:08X} already belongs to the device of {email}")]
+    PinInUse {
+        /// The PIN.
+        pin: u32,
+        /// The user whose device holds it.
+        email: String,
+    },
+
+    /// A device has used up every transmit sequence number the database can hold.
+    #[error("the device with PIN {pin:08X} has no transmit sequence numbers left; re-activate it")]
+    SequenceExhausted {
+        /// The PIN.
+        pin: u32,
+    },
+
+    /// A number is larger than the database can hold (it keeps 64-bit signed integers).
+    #[error("{what} {value} is too large for the database (at most 9223372036854775807)")]
+    OutOfRange {
+        /// What the number is, e.g. "sequence number".
+        what: &'static str,
+        /// The number.
+        value: u64,
+    },
+
+    /// The database holds a value this version of Bramble did not write and cannot read.
+    #[error(
+        "the database holds a value Bramble cannot read ({what}); was it edited by hand or \
+         written by a newer version?"
+    )]
+    Corrupt {
+        /// Which value, and what it is.
+        what: String,
+    },
+
+    /// Any other failure of the database or of the connection to it.
+    #[error("the configuration database failed: {0}")]
+    Database(#[from] sqlx::Error),
+}

@@ -1,0 +1,87 @@
+//! The server's own identity at the relay, and statistics counters.
+
+use crate::model::ServerIdentityRow;
+use crate::{ServerIdentity, Store, StoreError, dialect, on_pool};
+
+impl Store {
+    /// The server's SRP identity and relay, if set.
+    pub async fn server_identity(&self) -> Result<Option<ServerIdentity>, StoreError> {
+        let row: Option<ServerIdentityRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT srp_id, srp_key, relay_addr, relay_fingerprint \
+                 FROM server_identity WHERE id = 1",
+            )
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(ServerIdentity::try_from).transpose()
+    }
+
+    /// Sets the server's SRP identity and relay, replacing what was there.
+    pub async fn set_server_identity(&self, id: &ServerIdentity) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO server_identity (id, srp_id, srp_key, relay_addr, relay_fingerprint) \
+                 VALUES (1, $1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET srp_id = excluded.srp_id, \
+                     srp_key = excluded.srp_key, relay_addr = excluded.relay_addr, \
+                     relay_fingerprint = excluded.relay_fingerprint",
+            )
+            .bind(i64::from(id.srp_id))
+            .bind(&id.srp_key)
+            .bind(&id.relay_addr)
+            .bind(id.relay_fingerprint.as_deref())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Adds `by` (which may be negative) to the counter `name` of `scope` ("global" or a
+    /// user's address; trimmed and lower-cased), creating it at 0 first if new.
+    pub async fn bump_stat(&self, scope: &str, name: &str, by: i64) -> Result<(), StoreError> {
+        let scope = crate::normalize_email(scope);
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO statistics (scope, name, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (scope, name) DO UPDATE SET value = statistics.value + excluded.value",
+            )
+            .bind(&scope)
+            .bind(name)
+            .bind(by)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The counters of `scope` as (name, value), ordered by name (byte order on both
+    /// backends). Empty for a scope never bumped.
+    pub async fn stats(&self, scope: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let scope = crate::normalize_email(scope);
+        let rows = on_pool!(self, pool, kind => {
+            sqlx::query_as(dialect(
+                kind,
+                "SELECT name, value FROM statistics WHERE scope = $1 ORDER BY name",
+                "SELECT name, value FROM statistics WHERE scope = $1 ORDER BY name COLLATE \"C\"",
+            ))
+            .bind(&scope)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Removes every counter of `scope` (BES's "reset statistics"); returns how many.
+    pub async fn clear_stats(&self, scope: &str) -> Result<u64, StoreError> {
+        let scope = crate::normalize_email(scope);
+        let deleted = on_pool!(self, pool => {
+            sqlx::query("DELETE FROM statistics WHERE scope = $1")
+                .bind(&scope)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
+    }
+}

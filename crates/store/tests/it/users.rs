@@ -1,0 +1,229 @@
+//! Users, their status and its timeline.
+
+use bramble_store::{StoreError, UserStatus, now_ms};
+
+use crate::{fixture, new_device};
+
+#[tokio::test]
+async fn add_lookup_is_case_insensitive() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let before = now_ms();
+    let added = f
+        .store
+        .add_user(" Alice@Example.COM ", Some("Alice Liddell"))
+        .await?;
+    assert_eq!(added.email, "alice@example.com");
+    assert_eq!(added.status, UserStatus::Initializing);
+    assert!(added.created_at_ms >= before && added.status_at_ms == added.created_at_ms);
+    assert!(!added.has_activation_password);
+
+    let found = f
+        .store
+        .user("ALICE@example.com")
+        .await?
+        .expect("found in another case");
+    assert_eq!(found, added);
+    assert!(f.store.user("nobody@example.com").await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn duplicate_and_invalid_addresses_are_refused() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    f.store.add_user("bob@example.com", None).await?;
+    let err = f
+        .store
+        .add_user("BOB@example.com", Some("Bob again"))
+        .await
+        .expect_err("duplicate in another case");
+    assert!(
+        matches!(&err, StoreError::UserExists { email } if email == "bob@example.com"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "a user with address bob@example.com already exists"
+    );
+    // The refused insert left nothing behind.
+    assert_eq!(f.store.status_history("bob@example.com").await?.len(), 1);
+
+    for bad in [
+        "",
+        "bob",
+        "bob@",
+        "@example.com",
+        "a@b@example.com",
+        "b ob@example.com",
+    ] {
+        let err = f.store.add_user(bad, None).await.expect_err(bad);
+        assert!(
+            matches!(err, StoreError::InvalidEmail { .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+    let long = format!("{}@example.com", "x".repeat(250));
+    let err = f.store.add_user(&long, None).await.expect_err("too long");
+    assert!(matches!(err, StoreError::InvalidEmail { .. }), "{err:?}");
+    assert_eq!(f.store.list_users().await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_is_ordered_by_address_bytes() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    // PostgreSQL's default collation would sort "a.b" after "ab" and "Z" among "z": the
+    // store asks for byte order on both backends.
+    for email in [
+        "zed@example.com",
+        "ab@example.com",
+        "a.b@example.com",
+        "a-c@example.com",
+    ] {
+        f.store.add_user(email, None).await?;
+    }
+    let emails: Vec<String> = f
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| u.email)
+        .collect();
+    assert_eq!(
+        emails,
+        [
+            "a-c@example.com",
+            "a.b@example.com",
+            "ab@example.com",
+            "zed@example.com"
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_removes_everything_of_the_user() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.store;
+    s.add_user("carol@example.com", None).await?;
+    s.add_user("dave@example.com", None).await?;
+    for email in ["carol@example.com", "dave@example.com"] {
+        s.set_user_status(email, UserStatus::Activating, None)
+            .await?;
+        s.set_activation(email, b"record", now_ms() + 60_000, 5)
+            .await?;
+        s.bump_stat(email, "messages_sent", 3).await?;
+    }
+    s.put_device(&new_device("carol@example.com", 0x2100_000A))
+        .await?;
+    s.put_device(&new_device("dave@example.com", 0x2100_000B))
+        .await?;
+    assert!(
+        s.user("carol@example.com")
+            .await?
+            .expect("carol")
+            .has_activation_password
+    );
+
+    assert!(s.delete_user("Carol@Example.com").await?);
+    assert!(s.user("carol@example.com").await?.is_none());
+    assert!(s.activation("carol@example.com").await?.is_none());
+    assert!(s.device_by_pin(0x2100_000A).await?.is_none());
+    assert!(s.stats("carol@example.com").await?.is_empty());
+    assert!(matches!(
+        s.status_history("carol@example.com").await,
+        Err(StoreError::NoSuchUser { .. })
+    ));
+    assert!(
+        !s.delete_user("carol@example.com").await?,
+        "second delete finds nothing"
+    );
+
+    // Dave is untouched.
+    assert!(s.activation("dave@example.com").await?.is_some());
+    assert!(s.device_by_pin(0x2100_000B).await?.is_some());
+    assert_eq!(
+        s.stats("dave@example.com").await?,
+        [("messages_sent".to_owned(), 3)]
+    );
+    assert_eq!(s.status_history("dave@example.com").await?.len(), 2);
+
+    // The address can be used again, from a clean slate.
+    let again = s.add_user("carol@example.com", None).await?;
+    assert!(!again.has_activation_password);
+    assert_eq!(s.status_history("carol@example.com").await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_changes_are_kept_in_order() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.store;
+    s.add_user("erin@example.com", None).await?;
+    let steps = [
+        (UserStatus::Activating, None),
+        (UserStatus::VerifyingEncryption, None),
+        (UserStatus::Failed, Some("wrong activation password")),
+        (UserStatus::Activating, None),
+        (UserStatus::VerifyingEncryption, None),
+        (UserStatus::WaitingForServices, None),
+        (UserStatus::ServicesReceived, None),
+        (
+            UserStatus::Completed,
+            Some("activated by the administrator's request"),
+        ),
+    ];
+    for (status, reason) in steps {
+        s.set_user_status("ERIN@example.com", status, reason)
+            .await?;
+    }
+    let user = s.user("erin@example.com").await?.expect("erin");
+    assert_eq!(user.status, UserStatus::Completed);
+    assert_eq!(
+        user.status_reason.as_deref(),
+        Some("activated by the administrator's request")
+    );
+    assert!(user.status_at_ms >= user.created_at_ms);
+
+    let history = s.status_history("erin@example.com").await?;
+    assert_eq!(history.len(), steps.len() + 1);
+    assert_eq!(history[0].status, UserStatus::Initializing);
+    assert_eq!(history[0].at_ms, user.created_at_ms);
+    for (event, (status, reason)) in history[1..].iter().zip(steps) {
+        assert_eq!(event.status, status);
+        assert_eq!(event.reason.as_deref(), reason);
+    }
+    assert!(history.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    assert_eq!(history.last().map(|e| e.at_ms), Some(user.status_at_ms));
+
+    let err = s
+        .set_user_status("nobody@example.com", UserStatus::Activating, None)
+        .await
+        .expect_err("no such user");
+    assert_eq!(err.to_string(), "no user with address nobody@example.com");
+    Ok(())
+}
+
+#[test]
+fn status_texts_are_bes_texts() -> anyhow::Result<()> {
+    let texts = [
+        "Initializing",
+        "Activating",
+        "Verifying Encryption",
+        "Waiting for Services",
+        "Services Received",
+        "Completed",
+        "Failed",
+    ];
+    for (status, text) in UserStatus::ALL.into_iter().zip(texts) {
+        assert_eq!(status.to_string(), text);
+        assert_eq!(text.parse::<UserStatus>()?, status);
+        assert_eq!(text.to_uppercase().parse::<UserStatus>()?, status);
+        assert_eq!(status.as_db_str().parse::<UserStatus>()?, status);
+    }
+    assert_eq!(
+        "waiting_for_services".parse::<UserStatus>()?,
+        UserStatus::WaitingForServices
+    );
+    assert!("Activated".parse::<UserStatus>().is_err());
+    Ok(())
+}
