@@ -7,9 +7,11 @@
 //! and the programs), storage, configuration files beyond the certificate it is pointed at.
 
 pub mod codec;
+pub mod link;
 pub mod listen;
 pub mod tls;
 
 pub use codec::FrameCodec;
+pub use link::{Credentials, Link, LinkError, LinkEvent};
 pub use listen::bind;
 pub use tls::{CertPin, Fingerprint, TlsError, TlsIdentity};
