@@ -1,0 +1,233 @@
+//! Routes and JSON shapes of the administration API, version 1.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bramble_proto::Pin;
+use bramble_store::{StatusEvent, User};
+use serde::{Deserialize, Serialize};
+
+use super::{AdminState, ApiError};
+
+/// What `admin.json` holds: where a local `bramble admin` connects, with which token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientFile {
+    /// Base URL of the API (`http://127.0.0.1:3180`).
+    pub url: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// The API's routes over `state`.
+pub fn app(state: Arc<AdminState>) -> Router {
+    let api = Router::new()
+        .route("/status", get(status))
+        .route("/users", get(list_users).post(add_user))
+        .route("/users/{email}", get(show_user).delete(delete_user))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .nest("/api/v1", api)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+}
+
+async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = given.is_some_and(|g| digest(g) == digest(&state.token));
+    if !ok {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(req).await
+}
+
+/// Comparing digests keeps the comparison's timing independent of the token's bytes.
+fn digest(s: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    srp_id: String,
+    relay: crate::router::LinkState,
+    database: String,
+    users: usize,
+    devices: usize,
+}
+
+async fn status(State(state): State<Arc<AdminState>>) -> Result<Json<StatusView>, ApiError> {
+    Ok(Json(StatusView {
+        srp_id: state.srp.to_string(),
+        relay: state.router.state(),
+        database: state.store.backend().to_string(),
+        users: state.store.list_users().await?.len(),
+        devices: state.store.list_devices().await?.len(),
+    }))
+}
+
+/// A user as the API shows them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserView {
+    /// Email address.
+    pub email: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// BES status text: Initializing, Activating, … Completed, Failed.
+    pub status: String,
+    /// Why the status was last set.
+    pub status_reason: Option<String>,
+    /// When the status was last set (RFC 3339).
+    pub status_at: String,
+    /// When the user was added (RFC 3339).
+    pub created_at: String,
+    /// Whether an activation password is set.
+    pub has_activation_password: bool,
+    /// The user's device, if one is activated.
+    pub device: Option<DeviceView>,
+    /// The status timeline, oldest first (only on `GET /users/{email}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<EventView>,
+}
+
+/// A device as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// 8 hex digits.
+    pub pin: String,
+    /// Key generation (1 at first activation).
+    pub key_generation: u32,
+    /// When it was activated (RFC 3339).
+    pub activated_at: String,
+    /// When it was last heard from (RFC 3339).
+    pub last_seen: Option<String>,
+}
+
+/// One status change.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventView {
+    /// BES status text.
+    pub status: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+async fn view(
+    state: &AdminState,
+    u: User,
+    history: Vec<StatusEvent>,
+) -> Result<UserView, ApiError> {
+    let device = state
+        .store
+        .device_for_user(&u.email)
+        .await?
+        .map(|d| DeviceView {
+            pin: Pin(d.pin).to_string(),
+            key_generation: d.key_generation,
+            activated_at: time(d.activated_at_ms),
+            last_seen: d.last_seen_ms.map(time),
+        });
+    Ok(UserView {
+        email: u.email,
+        display_name: u.display_name,
+        status: u.status.to_string(),
+        status_reason: u.status_reason,
+        status_at: time(u.status_at_ms),
+        created_at: time(u.created_at_ms),
+        has_activation_password: u.has_activation_password,
+        device,
+        history: history
+            .into_iter()
+            .map(|e| EventView {
+                status: e.status.to_string(),
+                reason: e.reason,
+                at: time(e.at_ms),
+            })
+            .collect(),
+    })
+}
+
+async fn list_users(State(state): State<Arc<AdminState>>) -> Result<Json<Vec<UserView>>, ApiError> {
+    let mut out = Vec::new();
+    for u in state.store.list_users().await? {
+        out.push(view(&state, u, Vec::new()).await?);
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+async fn add_user(
+    State(state): State<Arc<AdminState>>,
+    body: Result<Json<NewUser>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    let Json(new) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    if new.display_name.as_ref().is_some_and(|n| n.len() > 256) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the display name is longer than 256 bytes",
+        ));
+    }
+    let u = state
+        .store
+        .add_user(&new.email, new.display_name.as_deref())
+        .await?;
+    tracing::info!(user = %u.email, "user added");
+    let history = state.store.status_history(&u.email).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, u, history).await?)))
+}
+
+async fn show_user(
+    State(state): State<Arc<AdminState>>,
+    Path(email): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    let u = state
+        .store
+        .user(&email)
+        .await?
+        .ok_or_else(|| ApiError::no_user(&email))?;
+    let history = state.store.status_history(&u.email).await?;
+    Ok(Json(view(&state, u, history).await?))
+}
+
+async fn delete_user(
+    State(state): State<Arc<AdminState>>,
+    Path(email): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_user(&email).await? {
+        tracing::info!(user = %email, "user deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::no_user(&email))
+    }
+}

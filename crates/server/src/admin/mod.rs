@@ -1,0 +1,139 @@
+//! The administration service: the REST API that `bramble admin` (and later the web console)
+//! drives. Every route under `/api/v1` needs `Authorization: Bearer <token>`; the token is
+//! made on first start and kept in the data directory (`admin-token`, readable by its owner
+//! only), next to `admin.json`, which tells a local `bramble admin` where to connect.
+//!
+//! Owns: the HTTP surface and its JSON shapes. Must not touch: SQL (only `bramble-store`),
+//! the relay link, payloads.
+
+mod api;
+mod error;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bramble_proto::SrpId;
+use bramble_store::Store;
+
+pub use api::{ClientFile, UserView};
+pub use error::ApiError;
+
+use crate::router::Router;
+use crate::{ServerConfig, ServerError};
+
+/// What every handler sees.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The configuration database.
+    pub store: Store,
+    /// The bearer token.
+    pub token: String,
+    /// The relay link, for the status endpoint.
+    pub router: Router,
+    /// The server's SRP id.
+    pub srp: SrpId,
+}
+
+impl AdminState {
+    /// The state of one administration service.
+    pub fn new(store: Store, token: String, router: Router, srp: SrpId) -> AdminState {
+        AdminState {
+            store,
+            token,
+            router,
+            srp,
+        }
+    }
+}
+
+pub use api::app;
+
+/// The token file in effect.
+pub fn token_path(cfg: &ServerConfig) -> PathBuf {
+    cfg.admin
+        .token_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("admin-token"))
+}
+
+/// The file telling a local `bramble admin` where the API is and which token to use.
+pub fn client_file_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.json")
+}
+
+/// Reads the bearer token, or makes one (32 random bytes, hex) on first start.
+///
+/// # Errors
+/// When the file cannot be read or written, or is empty.
+pub fn load_or_create_token(cfg: &ServerConfig) -> Result<String, ServerError> {
+    let path = token_path(cfg);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => {
+            let t = t.trim().to_owned();
+            if t.len() < 16 {
+                return Err(ServerError::Config(format!(
+                    "{} holds no usable token (at least 16 characters); delete it to make a new one",
+                    path.display()
+                )));
+            }
+            Ok(t)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = hex::encode(rand::random::<[u8; 32]>());
+            write_private(&path, token.as_bytes())?;
+            tracing::info!(file = %path.display(), "made a new administration token");
+            Ok(token)
+        }
+        Err(source) => Err(ServerError::File { path, source }),
+    }
+}
+
+/// Writes `admin.json` (URL and token) into the data directory, readable by its owner only.
+///
+/// # Errors
+/// When it cannot be written.
+pub fn write_client_file(
+    cfg: &ServerConfig,
+    addr: SocketAddr,
+    token: &str,
+) -> Result<(), ServerError> {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let file = ClientFile {
+        url: format!("http://{host}:{}", addr.port()),
+        token: token.to_owned(),
+    };
+    let body = serde_json::to_vec_pretty(&file).map_err(|e| ServerError::Config(e.to_string()))?;
+    let path = client_file_path(&cfg.data_dir);
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &body)?;
+    std::fs::rename(&tmp, &path).map_err(|source| ServerError::File { path, source })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ServerError::File {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path).map_err(|source| ServerError::File {
+        path: path.to_owned(),
+        source,
+    })?;
+    f.write_all(bytes).map_err(|source| ServerError::File {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,134 @@
+//! The server's configuration: the `[server]`, `[admin]` and `[uplink]` sections of the
+//! configuration file, with defaults for the embedded set-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the administration service listens by default (loopback only).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:3180";
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the server keeps its files (database, admin token, the embedded relay's files).
+    pub data_dir: PathBuf,
+    /// The configuration database: `sqlite://…` or `postgres://…`; default: a SQLite file in
+    /// the data directory.
+    pub database: Option<String>,
+    /// The administration service.
+    pub admin: AdminConfig,
+    /// The relay to connect to. Absent: `bramble serve` runs a relay in-process.
+    pub uplink: Option<UplinkConfig>,
+    /// The dispatcher.
+    pub dispatcher: DispatcherConfig,
+    /// First reconnection delay after the relay link drops.
+    #[serde(with = "humantime_serde_compat")]
+    pub uplink_backoff_min: Duration,
+    /// Longest reconnection delay.
+    #[serde(with = "humantime_serde_compat")]
+    pub uplink_backoff_max: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("bramble-data"),
+            database: None,
+            admin: AdminConfig::default(),
+            uplink: None,
+            dispatcher: DispatcherConfig::default(),
+            uplink_backoff_min: Duration::from_millis(250),
+            uplink_backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Defaults with the data directory set.
+    pub fn with_data_dir(dir: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            data_dir: dir.into(),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("bramble.db").display()))
+    }
+}
+
+/// The administration service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the REST API listens.
+    pub listen: SocketAddr,
+    /// A file holding the API's bearer token; default `admin-token` in the data directory,
+    /// made on first start.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: DEFAULT_ADMIN_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 3180))),
+            token_file: None,
+        }
+    }
+}
+
+/// The relay this server connects out to, under its SRP identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// `host:port` of the relay's server port (3101 by default).
+    pub relay: String,
+    /// The relay certificate's SHA-256 fingerprint; absent: trusted on first use and pinned.
+    pub fingerprint: Option<String>,
+    /// The SRP id, `S` and 8 digits.
+    pub srp_id: String,
+    /// The SRP key. Prefer `srp_key_file` or `BRAMBLE_UPLINK__SRP_KEY`.
+    pub srp_key: Option<String>,
+    /// A file holding the SRP key.
+    pub srp_key_file: Option<PathBuf>,
+}
+
+/// The dispatcher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatcherConfig {
+    /// Worker tasks; each owns the sessions of the devices hashed to it.
+    pub shards: usize,
+    /// Transmit sequence numbers reserved in the database at a time, per device.
+    pub seq_block: u64,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            shards: 4,
+            seq_block: 64,
+        }
+    }
+}
+
+/// `Duration` as humantime text ("250ms", "30s") in configuration files.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}

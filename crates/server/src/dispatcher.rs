@@ -1,0 +1,400 @@
+//! The dispatcher: seals everything the server sends to a device and opens everything a
+//! device sends, with that device's key, then hands the opened message to the component it
+//! is for (in this first version it answers Ping itself).
+//!
+//! Devices are spread over shards by PIN; each shard is one task that owns its devices'
+//! sessions outright, so no lock is held around sealing or opening and frames of one device
+//! are handled in order. Transmit sequence numbers are reserved in the configuration database
+//! a block at a time before use; the highest received number is stored before the frame is
+//! acknowledged to the relay, so neither a nonce nor a replay slips through a restart.
+//!
+//! Owns: per-device sessions. Must not touch: the relay link beyond handing frames to the
+//! router, mailboxes, policies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bramble_net::link::frame_ref;
+use bramble_proto::schema::{self, Envelope, control::Msg, envelope::Body};
+use bramble_proto::seal::{MAX_PLAINTEXT, OpenError, Session};
+use bramble_proto::{Address, Frame, MasterKey, Pin, SrpId};
+use bramble_store::{Store, now_ms};
+use prost::Message;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::ServerEvent;
+use crate::config::DispatcherConfig;
+use crate::router::Router;
+
+/// Commands waiting for one shard, at most.
+const SHARD_DEPTH: usize = 256;
+
+/// Why a payload could not be sent to a device.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// No device with that PIN belongs to this server.
+    #[error("no device with PIN {0} is activated on this server")]
+    UnknownDevice(Pin),
+    /// The configuration database failed.
+    #[error(transparent)]
+    Store(#[from] bramble_store::StoreError),
+    /// Sealing failed.
+    #[error("sealing the payload failed: {0}")]
+    Seal(String),
+    /// The stored key is damaged.
+    #[error("the stored key of device {0} is damaged; re-activate the device")]
+    BadKey(Pin),
+    /// The server is stopping.
+    #[error("the server is stopping")]
+    Stopped,
+}
+
+enum Command {
+    Inbound(Frame),
+    Send {
+        pin: Pin,
+        env: Envelope,
+        reply: oneshot::Sender<Result<u64, DispatchError>>,
+    },
+    Forget(Pin),
+}
+
+/// A handle on the dispatcher's shards.
+#[derive(Clone, Debug)]
+pub struct Dispatcher {
+    shards: Arc<[mpsc::Sender<Command>]>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Inbound(fr) => write!(f, "Inbound({:?})", fr.header),
+            Command::Send { pin, .. } => write!(f, "Send({pin})"),
+            Command::Forget(pin) => write!(f, "Forget({pin})"),
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Starts the shards.
+    pub fn spawn(
+        store: Store,
+        router: Router,
+        srp: SrpId,
+        events: broadcast::Sender<ServerEvent>,
+        cfg: &DispatcherConfig,
+    ) -> Dispatcher {
+        let n = cfg.shards.max(1);
+        let mut shards = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(SHARD_DEPTH);
+            let shard = Shard {
+                store: store.clone(),
+                router: router.clone(),
+                me: Address::Srp(srp),
+                events: events.clone(),
+                sessions: HashMap::new(),
+                seq_block: cfg.seq_block.max(1),
+            };
+            tokio::spawn(shard.run(rx));
+            shards.push(tx);
+        }
+        Dispatcher {
+            shards: shards.into(),
+        }
+    }
+
+    fn shard(&self, pin: Pin) -> &mpsc::Sender<Command> {
+        // Fibonacci hashing spreads sequential PINs evenly.
+        let h = (u64::from(pin.0).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+        &self.shards[h % self.shards.len()]
+    }
+
+    /// Moves frames from the router to the shards until the router's channel closes.
+    pub fn pump(self, mut inbound: mpsc::Receiver<Frame>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(frame) = inbound.recv().await {
+                let Address::Pin(pin) = frame.header.src else {
+                    tracing::warn!(src = %frame.header.src, "dropping a sealed frame that is not from a device");
+                    continue;
+                };
+                if self.shard(pin).send(Command::Inbound(frame)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Seals `env` for the device and hands it to the router; returns its sequence number.
+    ///
+    /// # Errors
+    /// A [`DispatchError`].
+    pub async fn send(&self, pin: Pin, env: Envelope) -> Result<u64, DispatchError> {
+        let (reply, rx) = oneshot::channel();
+        self.shard(pin)
+            .send(Command::Send { pin, env, reply })
+            .await
+            .map_err(|_| DispatchError::Stopped)?;
+        rx.await.map_err(|_| DispatchError::Stopped)?
+    }
+
+    /// Drops the cached session of a device (after re-activation or a key change).
+    pub async fn forget(&self, pin: Pin) {
+        let _ = self.shard(pin).send(Command::Forget(pin)).await;
+    }
+}
+
+struct DeviceSession {
+    session: Session,
+    key_generation: u32,
+    email: String,
+}
+
+struct Shard {
+    store: Store,
+    router: Router,
+    me: Address,
+    events: broadcast::Sender<ServerEvent>,
+    sessions: HashMap<Pin, DeviceSession>,
+    seq_block: u64,
+}
+
+impl Shard {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Command::Inbound(frame) => self.inbound(frame).await,
+                Command::Send { pin, env, reply } => {
+                    let _ = reply.send(self.send(pin, &env).await);
+                }
+                Command::Forget(pin) => {
+                    self.sessions.remove(&pin);
+                }
+            }
+        }
+    }
+
+    /// Loads (or reloads) a device's session from the database.
+    async fn load(&mut self, pin: Pin) -> Result<&mut DeviceSession, DispatchError> {
+        if !self.sessions.contains_key(&pin) {
+            let dev = self
+                .store
+                .device_by_pin(pin.0)
+                .await?
+                .ok_or(DispatchError::UnknownDevice(pin))?;
+            let key = MasterKey::from_slice(&dev.master_key).ok_or(DispatchError::BadKey(pin))?;
+            // The sealer starts with nothing reserved: the first send reserves a block.
+            let session = Session::server(&key, 0..0, dev.rx_seq_highest)
+                .map_err(|e| DispatchError::Seal(e.to_string()))?;
+            self.sessions.insert(
+                pin,
+                DeviceSession {
+                    session,
+                    key_generation: dev.key_generation,
+                    email: dev.email,
+                },
+            );
+        }
+        self.sessions
+            .get_mut(&pin)
+            .ok_or(DispatchError::UnknownDevice(pin))
+    }
+
+    async fn send(&mut self, pin: Pin, env: &Envelope) -> Result<u64, DispatchError> {
+        let block = self.seq_block;
+        let me = self.me;
+        let store = self.store.clone();
+        let dev = self.load(pin).await?;
+        if dev.session.sealer.remaining() == 0 {
+            let range = store.reserve_tx_seq(pin.0, block).await?;
+            dev.session.sealer.extend(range);
+        }
+        let frame = dev
+            .session
+            .sealer
+            .seal(me, Address::Pin(pin), &env.encode_to_vec())
+            .map_err(|e| DispatchError::Seal(e.to_string()))?;
+        let seq = frame.header.seq;
+        let email = dev.email.clone();
+        self.router
+            .send(frame)
+            .await
+            .map_err(|_| DispatchError::Stopped)?;
+        self.count(&email, "frames_sent").await;
+        Ok(seq)
+    }
+
+    async fn inbound(&mut self, frame: Frame) {
+        let Address::Pin(pin) = frame.header.src else {
+            return;
+        };
+        let seq = frame.header.seq;
+        let opened = self.open(pin, &frame).await;
+        match opened {
+            Ok((plain, email)) => {
+                // Durable before the relay is told to forget the frame.
+                if let Err(e) = self.store.raise_rx_seq(pin.0, seq).await {
+                    tracing::error!(%pin, seq, "could not record the frame as received, so it stays with the relay: {e}");
+                    return;
+                }
+                let _ = self.store.touch_device(pin.0, now_ms()).await;
+                self.count(&email, "frames_received").await;
+                self.handle(pin, seq, &plain).await;
+            }
+            Err(Rejection::UnknownDevice) => {
+                tracing::warn!(%pin, seq, "dropping a frame from a PIN that has no device on this server");
+                self.reject(pin, seq, "unknown device");
+            }
+            Err(Rejection::Replay(e)) => {
+                tracing::debug!(%pin, seq, "dropping a replayed frame: {e}");
+                self.reject(pin, seq, &e);
+            }
+            Err(Rejection::CannotOpen(reason)) => {
+                tracing::warn!(%pin, seq, "a frame from this device could not be opened: {reason}");
+                self.reject(pin, seq, &reason);
+                let report = error_envelope(
+                    schema::ErrorCode::CannotDecrypt,
+                    "The server could not decrypt a message from this device. If this keeps happening, \
+                     the device's encryption key is out of date: activate the device again.",
+                    seq,
+                );
+                if let Err(e) = self.send(pin, &report).await {
+                    tracing::warn!(%pin, "could not tell the device: {e}");
+                }
+            }
+        }
+        self.ack(&frame).await;
+    }
+
+    async fn open(&mut self, pin: Pin, frame: &Frame) -> Result<(Vec<u8>, String), Rejection> {
+        for attempt in 0..2 {
+            let dev = match self.load(pin).await {
+                Ok(d) => d,
+                Err(DispatchError::UnknownDevice(_)) => return Err(Rejection::UnknownDevice),
+                Err(e) => return Err(Rejection::CannotOpen(e.to_string())),
+            };
+            match dev.session.opener.open(frame) {
+                Ok(plain) => return Ok((plain, dev.email.clone())),
+                Err(OpenError::Replay(e)) => return Err(Rejection::Replay(e.to_string())),
+                Err(OpenError::Authentication) if attempt == 0 => {
+                    // The key may have changed under us (re-activation): reload once.
+                    let current = dev.key_generation;
+                    let fresh = self
+                        .store
+                        .device_by_pin(pin.0)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|d| d.key_generation);
+                    if fresh.is_some_and(|g| g != current) {
+                        self.sessions.remove(&pin);
+                        continue;
+                    }
+                    return Err(Rejection::CannotOpen(OpenError::Authentication.to_string()));
+                }
+                Err(e) => return Err(Rejection::CannotOpen(e.to_string())),
+            }
+        }
+        Err(Rejection::CannotOpen(OpenError::Authentication.to_string()))
+    }
+
+    async fn handle(&mut self, pin: Pin, seq: u64, plain: &[u8]) {
+        let env = match bramble_proto::decode_message::<Envelope>(plain, MAX_PLAINTEXT) {
+            Ok(env) => env,
+            Err(e) => {
+                self.event(ServerEvent::Received {
+                    pin,
+                    seq,
+                    kind: "malformed",
+                });
+                let report = error_envelope(
+                    schema::ErrorCode::BadRequest,
+                    &format!("The server could not read that message: {e}"),
+                    seq,
+                );
+                let _ = self.send(pin, &report).await;
+                return;
+            }
+        };
+        let (kind, reply) = match env.body {
+            Some(Body::Ping(p)) => (
+                "ping",
+                Some(Envelope {
+                    version: 1,
+                    body: Some(Body::Pong(schema::Pong {
+                        note: p.note,
+                        ping_sent_at_ms: p.sent_at_ms,
+                    })),
+                }),
+            ),
+            Some(Body::Pong(_)) => ("pong", None),
+            Some(Body::Error(e)) => {
+                tracing::info!(%pin, code = e.code, "the device reported an error: {}", e.message);
+                ("error", None)
+            }
+            None => (
+                "unknown",
+                Some(error_envelope(
+                    schema::ErrorCode::Unsupported,
+                    "This server does not support that kind of message yet.",
+                    seq,
+                )),
+            ),
+        };
+        self.event(ServerEvent::Received { pin, seq, kind });
+        if let Some(reply) = reply
+            && let Err(e) = self.send(pin, &reply).await
+        {
+            tracing::warn!(%pin, "could not answer: {e}");
+        }
+    }
+
+    async fn ack(&self, frame: &Frame) {
+        let msg = schema::Control {
+            msg: Some(Msg::Ack(schema::Ack {
+                frames: vec![frame_ref(frame)],
+            })),
+        };
+        let _ = self
+            .router
+            .send(Frame::control(self.me, Address::Relay, &msg))
+            .await;
+    }
+
+    fn reject(&self, pin: Pin, seq: u64, reason: &str) {
+        self.event(ServerEvent::Rejected {
+            pin,
+            seq,
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn event(&self, ev: ServerEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    async fn count(&self, email: &str, name: &str) {
+        for scope in ["global", email] {
+            if let Err(e) = self.store.bump_stat(scope, name, 1).await {
+                tracing::warn!("could not update statistics: {e}");
+            }
+        }
+    }
+}
+
+enum Rejection {
+    UnknownDevice,
+    Replay(String),
+    CannotOpen(String),
+}
+
+fn error_envelope(code: schema::ErrorCode, message: &str, about_seq: u64) -> Envelope {
+    Envelope {
+        version: 1,
+        body: Some(Body::Error(schema::ErrorReport {
+            code: code as i32,
+            message: message.to_owned(),
+            about_seq,
+        })),
+    }
+}

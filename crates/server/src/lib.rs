@@ -1,0 +1,221 @@
+//! The Bramble enterprise server (`bramble serve`): the components of the seeds' BES 5
+//! architecture, each a module named after it.
+//!
+//! - [`router`]: keeps the TLS connection to the relay under the server's SRP id, with
+//!   reconnection (back-off and jitter); carries frames both ways.
+//! - [`dispatcher`]: seals and opens every payload with the device's key, and hands what it
+//!   opened to the component it is for.
+//! - [`admin`]: the administration service's REST API (bearer-token auth); `bramble admin`
+//!   is its client.
+//!
+//! Owns: the enterprise side of every device's session. Must not touch: the relay's
+//! internals (it is reached only over the wire), SQL (only `bramble-store`'s API), the
+//! device's files.
+
+pub mod admin;
+pub mod config;
+pub mod dispatcher;
+pub mod router;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bramble_proto::SrpId;
+use bramble_store::Store;
+use tokio::sync::broadcast;
+
+pub use config::{AdminConfig, ServerConfig, UplinkConfig};
+pub use dispatcher::{DispatchError, Dispatcher};
+pub use router::{LinkState, Router};
+
+/// Something that happened in the server, for tests, the demo and (later) monitoring.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// The router logged in at the relay.
+    RelayUp,
+    /// The router lost the relay (and will reconnect unless the reason is permanent).
+    RelayDown {
+        /// Why, in an operator's words.
+        reason: String,
+    },
+    /// A device's frame was opened.
+    Received {
+        /// The device.
+        pin: bramble_proto::Pin,
+        /// Its sequence number.
+        seq: u64,
+        /// The body's kind ("ping", "pong", "error", "unknown").
+        kind: &'static str,
+    },
+    /// A device's frame could not be opened.
+    Rejected {
+        /// The device.
+        pin: bramble_proto::Pin,
+        /// Its sequence number.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The relay reported what became of a frame the server sent.
+    Delivery {
+        /// The device.
+        pin: bramble_proto::Pin,
+        /// The frame.
+        seq: u64,
+        /// "queued", "delivered", "expired", "queue full".
+        status: &'static str,
+    },
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration database failed.
+    #[error(transparent)]
+    Store(#[from] bramble_store::StoreError),
+    /// The administration service could not listen.
+    #[error("the administration service cannot listen on {addr}: {source}")]
+    AdminListen {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file in the data directory could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// The dispatcher, to send to devices.
+    pub dispatcher: Dispatcher,
+    /// The router, to see the link's state.
+    pub router: Router,
+    admin_addr: SocketAddr,
+    events: broadcast::Sender<ServerEvent>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    store: Store,
+    srp: SrpId,
+}
+
+impl ServerHandle {
+    /// Where the administration API listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The server's SRP id.
+    pub fn srp_id(&self) -> SrpId {
+        self.srp
+    }
+
+    /// The configuration database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Events from now on.
+    pub fn events(&self) -> broadcast::Receiver<ServerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Stops every component and closes the database.
+    pub async fn shutdown(self) {
+        self.router.shutdown().await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.store.close().await;
+    }
+}
+
+/// Starts the server's components on an open store, with the SRP identity it holds.
+///
+/// # Errors
+/// A [`ServerError`] when a component cannot start.
+pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, ServerError> {
+    let identity = store.server_identity().await?.ok_or_else(|| {
+        ServerError::Config(
+            "this server has no SRP identity yet: give [uplink] srp_id and srp_key".into(),
+        )
+    })?;
+    let srp = SrpId::new(identity.srp_id).ok_or_else(|| {
+        ServerError::Config(format!("stored SRP id {} is out of range", identity.srp_id))
+    })?;
+    let fingerprint = match identity.relay_fingerprint.as_deref() {
+        Some(f) => Some(
+            f.parse()
+                .map_err(|e| ServerError::Config(format!("relay fingerprint: {e}")))?,
+        ),
+        None => None,
+    };
+    let (events, _) = broadcast::channel(1024);
+    let (router, inbound) = Router::spawn(
+        router::RouterConfig {
+            relay_addr: identity.relay_addr.clone(),
+            fingerprint,
+            srp,
+            srp_key: identity.srp_key.clone(),
+            backoff_min: cfg.uplink_backoff_min,
+            backoff_max: cfg.uplink_backoff_max,
+        },
+        events.clone(),
+        Some(store.clone()),
+    );
+    let dispatcher = Dispatcher::spawn(
+        store.clone(),
+        router.clone(),
+        srp,
+        events.clone(),
+        &cfg.dispatcher,
+    );
+    let pump = dispatcher.clone().pump(inbound);
+
+    let admin = Arc::new(admin::AdminState::new(
+        store.clone(),
+        admin::load_or_create_token(cfg)?,
+        router.clone(),
+        srp,
+    ));
+    let listener =
+        bramble_net::bind(cfg.admin.listen).map_err(|source| ServerError::AdminListen {
+            addr: cfg.admin.listen,
+            source,
+        })?;
+    let admin_addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::AdminListen {
+            addr: cfg.admin.listen,
+            source,
+        })?;
+    admin::write_client_file(cfg, admin_addr, &admin.token)?;
+    let app = admin::app(admin);
+    let serve = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("administration service stopped: {e}");
+        }
+    });
+    tracing::info!(%srp, admin = %admin_addr, relay = %identity.relay_addr, "enterprise server started");
+    Ok(ServerHandle {
+        dispatcher,
+        router,
+        admin_addr,
+        events,
+        tasks: vec![pump, serve],
+        store,
+        srp,
+    })
+}
