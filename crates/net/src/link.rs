@@ -79,7 +79,10 @@ impl LinkError {
     pub fn is_transient(&self) -> bool {
         match self {
             LinkError::Refused { reason, .. } => {
-                matches!(reason, Refusal::Shutdown | Refusal::Protocol)
+                matches!(
+                    reason,
+                    Refusal::Shutdown | Refusal::Protocol | Refusal::Other(_)
+                )
             }
             LinkError::Tls(TlsError::FingerprintMismatch { .. }) => false,
             _ => true,

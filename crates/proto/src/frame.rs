@@ -101,11 +101,18 @@ impl Header {
         let dst = addr(&b[7..12])?;
         let mut seq = [0u8; 8];
         seq.copy_from_slice(&b[12..20]);
-        Ok(Header {
+        Ok::<Header, FrameError>(Header {
             kind,
             src,
             dst,
             seq: u64::from_be_bytes(seq),
+        })
+        .and_then(|h| {
+            if h.kind == FrameKind::Sealed && h.seq == 0 {
+                Err(FrameError::ZeroSeq)
+            } else {
+                Ok(h)
+            }
         })
     }
 }
@@ -145,6 +152,15 @@ pub enum FrameError {
     /// An address with an unknown tag or an out-of-range value.
     #[error("the routing header holds an invalid address")]
     BadAddress,
+    /// A sealed frame numbered 0 (sealed frames are numbered from 1).
+    #[error("a sealed frame has sequence number 0; sealed frames are numbered from 1")]
+    ZeroSeq,
+    /// Bytes left over after a whole frame, where exactly one was expected.
+    #[error("{extra} bytes follow the frame where exactly one frame was expected")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
 }
 
 impl Frame {
@@ -240,7 +256,8 @@ impl Frame {
         let mut buf = BytesMut::from(bytes);
         match Frame::decode(&mut buf, MAX_FRAME_LEN)? {
             Some(f) if buf.is_empty() => Ok(f),
-            _ => Err(FrameError::TooShort { len: bytes.len() }),
+            Some(_) => Err(FrameError::TrailingBytes { extra: buf.len() }),
+            None => Err(FrameError::TooShort { len: bytes.len() }),
         }
     }
 }
@@ -307,6 +324,22 @@ mod tests {
     }
 
     #[test]
+    fn sealed_frame_numbered_zero_and_trailing_bytes_are_refused() {
+        let zero = "000000140102000000000000000000000000000000000000";
+        let bytes: Vec<u8> = (0..zero.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&zero[i..i + 2], 16).expect("hex"))
+            .collect();
+        assert_eq!(Frame::decode_exact(&bytes), Err(FrameError::ZeroSeq));
+        let mut wire = sample().to_bytes().expect("encodes").to_vec();
+        wire.push(0);
+        assert_eq!(
+            Frame::decode_exact(&wire),
+            Err(FrameError::TrailingBytes { extra: 1 })
+        );
+    }
+
+    #[test]
     fn bad_header_is_refused_before_body_arrives() {
         let mut buf = BytesMut::new();
         buf.put_u32(1000);
@@ -325,7 +358,7 @@ mod tests {
         }
 
         #[test]
-        fn round_trip(seq in any::<u64>(), pin in any::<u32>(), body in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fn round_trip(seq in 1..=u64::MAX, pin in any::<u32>(), body in proptest::collection::vec(any::<u8>(), 0..300)) {
             let f = Frame::new(Header { kind: FrameKind::Sealed, src: Address::Pin(Pin(pin)), dst: Address::Relay, seq }, body);
             let wire = f.to_bytes().expect("fits");
             prop_assert_eq!(Frame::decode_exact(&wire), Ok(f));
