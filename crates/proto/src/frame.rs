@@ -262,6 +262,29 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// A CONTROL frame carrying `msg`.
+    pub fn control(src: Address, dst: Address, msg: &crate::schema::Control) -> Frame {
+        Frame::new(
+            Header::control(src, dst),
+            prost::Message::encode_to_vec(msg),
+        )
+    }
+
+    /// The `Control` message in a CONTROL frame.
+    ///
+    /// # Errors
+    /// When this is not a CONTROL frame or its body does not decode.
+    pub fn to_control(&self) -> Result<crate::schema::Control, crate::DecodeError> {
+        if self.header.kind != FrameKind::Control {
+            return Err(crate::DecodeError::Malformed(
+                "expected a control frame".into(),
+            ));
+        }
+        crate::decode_message(&self.body, MAX_FRAME_LEN)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,28 +386,5 @@ mod tests {
             let wire = f.to_bytes().expect("fits");
             prop_assert_eq!(Frame::decode_exact(&wire), Ok(f));
         }
-    }
-}
-
-impl Frame {
-    /// A CONTROL frame carrying `msg`.
-    pub fn control(src: Address, dst: Address, msg: &crate::schema::Control) -> Frame {
-        Frame::new(
-            Header::control(src, dst),
-            prost::Message::encode_to_vec(msg),
-        )
-    }
-
-    /// The `Control` message in a CONTROL frame.
-    ///
-    /// # Errors
-    /// When this is not a CONTROL frame or its body does not decode.
-    pub fn to_control(&self) -> Result<crate::schema::Control, crate::DecodeError> {
-        if self.header.kind != FrameKind::Control {
-            return Err(crate::DecodeError::Malformed(
-                "expected a control frame".into(),
-            ));
-        }
-        crate::decode_message(&self.body, MAX_FRAME_LEN)
     }
 }

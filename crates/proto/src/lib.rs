@@ -12,6 +12,7 @@
 pub mod addr;
 pub mod frame;
 pub mod identity;
+pub mod pake;
 pub mod replay;
 pub mod seal;
 

@@ -1,0 +1,5 @@
+//! Integration tests of bramble-testkit: the servers it starts really work.
+
+mod imap;
+mod mail;
+mod port;
