@@ -4,6 +4,44 @@ use crate::model::ServerIdentityRow;
 use crate::{ServerIdentity, Store, StoreError, dialect, on_pool};
 
 impl Store {
+    /// The server secret called `name`, made by `make` and stored on first use. When two
+    /// servers of one domain race, both get the value that was stored first.
+    pub async fn secret_or_insert(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        if let Some(v) = self.secret(name).await? {
+            return Ok(v);
+        }
+        let value = make();
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(&value)
+            .bind(crate::now_ms())
+            .execute(pool)
+            .await?;
+        });
+        self.secret(name).await?.ok_or(StoreError::Corrupt {
+            what: "server secret vanished after insert".into(),
+        })
+    }
+
+    /// The server secret called `name`, if it was made.
+    pub async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row: Option<(Vec<u8>,)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT value FROM server_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(v,)| v))
+    }
+
     /// The server's SRP identity and relay, if set.
     pub async fn server_identity(&self) -> Result<Option<ServerIdentity>, StoreError> {
         let row: Option<ServerIdentityRow> = on_pool!(self, pool => {

@@ -1,0 +1,42 @@
+//! The Bramble handheld, as a library: what `bramble device …` runs, and what tests and
+//! benchmarks drive by the thousand in one process.
+//!
+//! Owns:
+//! - **its identity**: an Ed25519 key whose public half fixes the device's PIN and proves it
+//!   to the relay ([`Device::pin`]);
+//! - **its local store**: a home directory (`identity.pkcs8`, `state.json`, both readable by
+//!   the owner only, the state replaced atomically) holding the relay's address and pinned
+//!   certificate fingerprint, and the binding to its enterprise server — or nothing at all
+//!   with [`Device::in_memory`];
+//! - **its session keys**: the master key of the binding, the transmit sequence numbers it has
+//!   reserved (persisted a block at a time *before* any of them is used, since they are AEAD
+//!   nonces) and the highest number it has received (persisted before a frame is acked, so a
+//!   restart cannot open a replay).
+//!
+//! Must not touch: the enterprise server's database or the relay's internals. The device
+//! talks to both only through the wire ([`bramble_net::Link`] to the relay, sealed
+//! `Envelope`s to the server). Tests that need a bound device provision the server's side
+//! themselves, with the same [`bramble_proto::MasterKey`] given to [`Device::provision`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bramble_device::DeviceError> {
+//! let mut dev = bramble_device::Device::open(std::path::Path::new("/tmp/phone"))?;
+//! dev.set_relay("127.0.0.1:4101", None)?; // trust the relay's certificate on first use
+//! let mut conn = dev.connect().await?;
+//! let rtt = conn.ping("hello").await?;
+//! println!("round trip {rtt:?}");
+//! conn.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Each connection runs in a `tracing` span named `device` carrying the PIN and the relay.
+
+mod connection;
+mod device;
+mod error;
+mod home;
+
+pub use connection::{Connection, Incoming, PING_TIMEOUT};
+pub use device::{Device, DeviceStatus, TX_BLOCK};
+pub use error::DeviceError;
+pub use home::{IDENTITY_FILE, LOCK_FILE, STATE_FILE};
