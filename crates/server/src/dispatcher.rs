@@ -76,16 +76,18 @@ impl std::fmt::Debug for Command {
 }
 
 impl Dispatcher {
-    /// Starts the shards.
+    /// Starts the shards. They run until every clone of the returned handle is dropped; the
+    /// join handles let the caller wait for them to finish what they hold.
     pub fn spawn(
         store: Store,
         router: Router,
         srp: SrpId,
         events: broadcast::Sender<ServerEvent>,
         cfg: &DispatcherConfig,
-    ) -> Dispatcher {
+    ) -> (Dispatcher, Vec<tokio::task::JoinHandle<()>>) {
         let n = cfg.shards.max(1);
         let mut shards = Vec::with_capacity(n);
+        let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
             let (tx, rx) = mpsc::channel(SHARD_DEPTH);
             let shard = Shard {
@@ -96,12 +98,15 @@ impl Dispatcher {
                 sessions: HashMap::new(),
                 seq_block: cfg.seq_block.max(1),
             };
-            tokio::spawn(shard.run(rx));
+            tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);
         }
-        Dispatcher {
-            shards: shards.into(),
-        }
+        (
+            Dispatcher {
+                shards: shards.into(),
+            },
+            tasks,
+        )
     }
 
     fn shard(&self, pin: Pin) -> &mpsc::Sender<Command> {

@@ -104,6 +104,7 @@ pub struct ServerHandle {
     admin_addr: SocketAddr,
     events: broadcast::Sender<ServerEvent>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    shards: Vec<tokio::task::JoinHandle<()>>,
     store: Store,
     srp: SrpId,
 }
@@ -129,7 +130,9 @@ impl ServerHandle {
         self.events.subscribe()
     }
 
-    /// Stops every component and closes the database.
+    /// Stops every component and closes the database: the relay link first (nothing new
+    /// comes in), then the administration service, then the dispatcher's shards finish what
+    /// they hold.
     pub async fn shutdown(self) {
         self.router.shutdown().await;
         for t in &self.tasks {
@@ -137,6 +140,15 @@ impl ServerHandle {
         }
         for t in self.tasks {
             let _ = t.await;
+        }
+        drop(self.dispatcher);
+        for shard in self.shards {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), shard)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a dispatcher shard did not finish within 5 s");
+            }
         }
         self.store.close().await;
     }
@@ -175,7 +187,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         events.clone(),
         Some(store.clone()),
     );
-    let dispatcher = Dispatcher::spawn(
+    let (dispatcher, shards) = Dispatcher::spawn(
         store.clone(),
         router.clone(),
         srp,
@@ -215,6 +227,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         admin_addr,
         events,
         tasks: vec![pump, serve],
+        shards,
         store,
         srp,
     })

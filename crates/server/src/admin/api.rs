@@ -29,6 +29,10 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/status", get(status))
         .route("/users", get(list_users).post(add_user))
         .route("/users/{email}", get(show_user).delete(delete_user))
+        .route(
+            "/users/{email}/activation-password",
+            axum::routing::post(set_activation_password),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     Router::new()
@@ -230,4 +234,164 @@ async fn delete_user(
     } else {
         Err(ApiError::no_user(&email))
     }
+}
+
+/// `POST /users/{email}/activation-password`: either a password or `generate: true`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivationPasswordRequest {
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    generate: bool,
+    /// How long it stays valid, as "48h", "2d", "30m". Default 48 h.
+    #[serde(default)]
+    expires: Option<String>,
+    /// Wrong passwords allowed before it is void. Default 5.
+    #[serde(default)]
+    max_attempts: Option<u32>,
+}
+
+/// The answer: when it expires, and the password only when the server made it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ActivationPasswordView {
+    /// The user.
+    pub email: String,
+    /// The generated password, shown this once; absent when the administrator chose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// When it stops being accepted (RFC 3339).
+    pub expires_at: String,
+    /// Wrong passwords allowed before it is void.
+    pub max_attempts: u32,
+}
+
+/// The default lifetime of an activation password, as in BES.
+pub const DEFAULT_ACTIVATION_EXPIRY: std::time::Duration =
+    std::time::Duration::from_secs(48 * 3600);
+/// The longest lifetime accepted.
+pub const MAX_ACTIVATION_EXPIRY: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
+/// Wrong passwords allowed by default before the password is void.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// The name of the OPAQUE server setup among the server's secrets.
+pub const OPAQUE_SETUP: &str = "opaque_server_setup";
+
+/// Letters and digits that cannot be mistaken for one another when read out over the phone.
+const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+fn generate_password() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let mut s = String::with_capacity(14);
+    for i in 0..12 {
+        if i > 0 && i % 4 == 0 {
+            s.push('-');
+        }
+        s.push(char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]));
+    }
+    s
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+async fn set_activation_password(
+    State(state): State<Arc<AdminState>>,
+    Path(email): Path<String>,
+    body: Result<Json<ActivationPasswordRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ActivationPasswordView>, ApiError> {
+    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
+    let user = state
+        .store
+        .user(&email)
+        .await?
+        .ok_or_else(|| ApiError::no_user(&email))?;
+    let (password, generated) = match (req.password, req.generate) {
+        (Some(_), true) => {
+            return Err(bad(
+                "give either a password or \"generate\": true, not both",
+            ));
+        }
+        (None, false) => {
+            return Err(bad(
+                "give a password, or \"generate\": true to have one made",
+            ));
+        }
+        (None, true) => (generate_password(), true),
+        (Some(p), false) => {
+            let len = p.chars().count();
+            if !(6..=128).contains(&len) {
+                return Err(bad("an activation password has 6 to 128 characters"));
+            }
+            if p.trim() != p || p.chars().any(char::is_control) {
+                return Err(bad(
+                    "an activation password may not start or end with spaces or hold control characters",
+                ));
+            }
+            (p, false)
+        }
+    };
+    let expires = match req.expires.as_deref() {
+        None => DEFAULT_ACTIVATION_EXPIRY,
+        Some(t) => humantime::parse_duration(t).map_err(|e| bad(format!("expires {t:?}: {e}")))?,
+    };
+    if expires.is_zero() || expires > MAX_ACTIVATION_EXPIRY {
+        return Err(bad(
+            "an activation password expires after more than 0 and at most 30 days",
+        ));
+    }
+    let max_attempts = req.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(bad("max_attempts is 1 to 100"));
+    }
+    let setup = state
+        .store
+        .secret_or_insert(OPAQUE_SETUP, bramble_proto::pake::new_server_setup)
+        .await?;
+    let who = user.email.clone();
+    let pw = password.clone();
+    // OPAQUE registration stretches the password with Argon2id: off the async threads.
+    let record = tokio::task::spawn_blocking(move || {
+        bramble_proto::pake::register(&setup, &who, pw.as_bytes())
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the password could not be registered",
+        )
+    })?
+    .map_err(|e| {
+        tracing::error!("OPAQUE registration failed: {e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the password could not be registered; see the server's log",
+        )
+    })?;
+    let expires_at = bramble_store::now_ms()
+        .saturating_add(i64::try_from(expires.as_millis()).unwrap_or(i64::MAX));
+    state
+        .store
+        .set_activation(&user.email, &record, expires_at, max_attempts)
+        .await?;
+    let reason = format!("activation password set; it expires {}", time(expires_at));
+    state
+        .store
+        .set_user_status(
+            &user.email,
+            bramble_store::UserStatus::Initializing,
+            Some(&reason),
+        )
+        .await?;
+    tracing::info!(user = %user.email, generated, "activation password set");
+    Ok(Json(ActivationPasswordView {
+        email: user.email,
+        password: generated.then_some(password),
+        expires_at: time(expires_at),
+        max_attempts,
+    }))
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use bramble_proto::SrpId;
 use bramble_store::Store;
 
-pub use api::{ClientFile, UserView};
+pub use api::{ActivationPasswordView, ClientFile, UserView};
 pub use error::ApiError;
 
 use crate::router::Router;

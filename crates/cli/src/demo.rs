@@ -1,0 +1,250 @@
+//! `bramble demo`: a relay, an enterprise server and a simulated device in one process, on
+//! the embedded defaults, narrating what happens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bramble_device::{Device, Incoming};
+use bramble_proto::schema::{self, envelope::Body};
+use bramble_proto::{MasterKey, Pin};
+use bramble_relay::RelayConfig;
+use bramble_server::ServerEvent;
+use bramble_store::NewDevice;
+use tokio::sync::broadcast;
+
+use crate::admin::Client;
+use crate::config::FileConfig;
+use crate::serve;
+
+/// Flags of `bramble demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Keep the demo's files here (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+const USER: &str = "alice@example.com";
+
+pub async fn run(args: Args) -> Result<()> {
+    crate::init_logging("warn");
+    let tmp;
+    let dir = match args.data {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::Builder::new().prefix("bramble-demo-").tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut cfg = FileConfig::default();
+    cfg.server.data_dir = dir.clone();
+    cfg.server.admin.listen = loopback(0);
+    let mut relay = RelayConfig::with_data_dir(dir.join("relay"));
+    relay.server_listen = loopback(0);
+    relay.device_listen = loopback(0);
+    cfg.relay = Some(relay);
+
+    step(
+        1,
+        "Starting a relay and an enterprise server (SQLite, embedded defaults)",
+    );
+    let running = serve::start(&cfg).await?;
+    let relay = running
+        .relay
+        .as_ref()
+        .context("the demo runs its own relay")?;
+    say(&format!("configuration database  {}", running.database));
+    say(&format!(
+        "relay                   servers {}, devices {}",
+        relay.server_addr(),
+        relay.device_addr()
+    ));
+    say(&format!("relay certificate       {}", relay.fingerprint()));
+    say(&format!(
+        "administration API      http://{}",
+        running.server.admin_addr()
+    ));
+    let mut events = running.server.events();
+    if !running.server.router.wait_up(Duration::from_secs(10)).await {
+        bail!(
+            "the server did not reach its relay: {:?}",
+            running.server.router.state()
+        );
+    }
+    say(&format!(
+        "the server logged in at the relay as SRP id {}",
+        running.server.srp_id()
+    ));
+
+    step(
+        2,
+        &format!("The administrator adds {USER} (bramble admin user add)"),
+    );
+    let admin = Client::from_data_dir(&dir)?;
+    let user = admin.add_user(USER, Some("Alice Example")).await?;
+    say(&format!("{} — status: {}", user.email, user.status));
+
+    step(
+        3,
+        "A new phone makes its identity key; its PIN is derived from that key",
+    );
+    let mut device = Device::open(&dir.join("device-alice"))?;
+    device.set_relay(&relay.device_addr().to_string(), None)?;
+    say(&format!("PIN {}", device.pin()));
+
+    step(4, "Phone and server are given one master key");
+    say("(Enterprise Activation over the air, with the activation password, is the next stage of");
+    say(" Bramble; until then the demo hands both sides the same fresh key directly.)");
+    let master = MasterKey::generate()?;
+    running
+        .server
+        .store()
+        .put_device(&NewDevice {
+            email: USER.to_owned(),
+            pin: device.pin().0,
+            identity_key: device_identity_key(&device),
+            master_key: master.as_bytes().to_vec(),
+        })
+        .await?;
+    device.provision(running.server.srp_id(), master)?;
+
+    step(
+        5,
+        "The phone connects to the relay, proves it owns its PIN, and pings the server",
+    );
+    {
+        let mut conn = device.connect().await?;
+        say(&format!(
+            "logged in; relay certificate pinned on first use: {}",
+            conn.device()
+                .status()
+                .relay_fingerprint
+                .map_or_else(|| "-".into(), |f| f.to_string())
+        ));
+        for i in 1..=3 {
+            let rtt = conn.ping(&format!("hello {i}")).await?;
+            say(&format!(
+                "Ping → server → Pong in {:.1} ms (compressed, encrypted end to end; the relay saw only sealed bytes)",
+                rtt.as_secs_f64() * 1000.0
+            ));
+        }
+        conn.close().await;
+    }
+    say("the phone leaves coverage (disconnects)");
+
+    step(
+        6,
+        "The server pushes to the phone while it is out of coverage",
+    );
+    let pin = device.pin();
+    let seq = running
+        .server
+        .dispatcher
+        .send(
+            pin,
+            schema::Envelope {
+                version: 1,
+                body: Some(Body::Ping(schema::Ping {
+                    note: "Are you there? (sent while you were away)".into(),
+                    sent_at_ms: 0,
+                })),
+            },
+        )
+        .await?;
+    wait_delivery(&mut events, pin, seq, "queued").await?;
+    say(&format!(
+        "the relay queued frame #{seq} on disk and told the server: QUEUED"
+    ));
+    {
+        let mut conn = device.connect().await?;
+        say(&format!(
+            "the phone is back; {} frame(s) were waiting at the relay",
+            conn.queued_at_login()
+        ));
+        match tokio::time::timeout(Duration::from_secs(10), conn.recv()).await {
+            Ok(Ok(Incoming::Envelope { env, seq })) => {
+                if let Some(Body::Ping(p)) = env.body {
+                    say(&format!("the phone opened #{seq}: \"{}\"", p.note));
+                }
+            }
+            Ok(Ok(Incoming::Rejected { reason, .. })) => {
+                bail!("the phone refused the frame: {reason}")
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => bail!("the queued frame did not arrive within 10 s"),
+        }
+        wait_delivery(&mut events, pin, seq, "delivered").await?;
+        say("the phone acknowledged it; the relay told the server: DELIVERED");
+        conn.close().await;
+    }
+
+    step(7, "What the administrator sees (bramble admin user show)");
+    let u = admin.user(USER).await?;
+    say(&format!(
+        "{} — status {}, device PIN {}",
+        u.email,
+        u.status,
+        u.device.as_ref().map_or("-", |d| d.pin.as_str())
+    ));
+
+    running.shutdown().await;
+    println!();
+    println!("What to try next:");
+    println!(
+        "  bramble serve                                   run the server (data in ./bramble-data)"
+    );
+    println!(
+        "  bramble admin user add bob@example.com          add a user (while the server runs)"
+    );
+    println!("  bramble admin user list                         see users and their status");
+    println!(
+        "  bramble device --home ./phone pin               make a phone identity and show its PIN"
+    );
+    println!(
+        "  bramble device --home ./phone connect           connect it to the relay (127.0.0.1:4101)"
+    );
+    println!("  bramble relay --data ./bramble-relay srp list   a stand-alone relay's SRP ids");
+    Ok(())
+}
+
+fn device_identity_key(device: &Device) -> Vec<u8> {
+    device.identity_public_key().to_vec()
+}
+
+async fn wait_delivery(
+    events: &mut broadcast::Receiver<ServerEvent>,
+    pin: Pin,
+    seq: u64,
+    want: &str,
+) -> Result<()> {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(ServerEvent::Delivery {
+                    pin: p,
+                    seq: s,
+                    status,
+                }) if p == pin && s == seq && status == want => {
+                    return Ok(());
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => bail!("the server stopped"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .with_context(|| format!("the relay did not report frame #{seq} {want} within 10 s"))?
+}
+
+fn step(n: u32, what: &str) {
+    println!();
+    println!("[{n}] {what}");
+}
+
+fn say(what: &str) {
+    println!("    {what}");
+}
