@@ -161,6 +161,10 @@ pub enum LinkEvent {
     Sealed(Frame),
     /// What became of a frame this server sent (servers only).
     Report(schema::DeliveryReport),
+    /// An activation handshake frame (unsealed; before device and server share a key).
+    Activation(Frame),
+    /// The relay's answer to an activation mail request (devices only).
+    ActivationMailResult(schema::ActivationMailResult),
 }
 
 /// A logged-in connection to a relay.
@@ -313,6 +317,7 @@ impl Link {
             let frame = frame?;
             match frame.header.kind {
                 FrameKind::Sealed => return Ok(LinkEvent::Sealed(frame)),
+                FrameKind::Activation => return Ok(LinkEvent::Activation(frame)),
                 FrameKind::Control => {
                     let msg = frame
                         .to_control()
@@ -329,6 +334,9 @@ impl Link {
                                 .await?;
                         }
                         Some(Msg::DeliveryReport(r)) => return Ok(LinkEvent::Report(r)),
+                        Some(Msg::ActivationMailResult(r)) => {
+                            return Ok(LinkEvent::ActivationMailResult(r));
+                        }
                         Some(Msg::Refused(r)) => return Err(refused(r)),
                         _ => tracing::debug!("ignoring a control message from the relay"),
                     }

@@ -34,6 +34,8 @@ pub enum FrameKind {
     Control = 1,
     /// A sealed `Envelope` between a device and its enterprise server.
     Sealed = 2,
+    /// An unsealed `Activation` message between a device and a server that share no key yet.
+    Activation = 3,
 }
 
 impl FrameKind {
@@ -41,6 +43,7 @@ impl FrameKind {
         match b {
             1 => Some(FrameKind::Control),
             2 => Some(FrameKind::Sealed),
+            3 => Some(FrameKind::Activation),
             _ => None,
         }
     }

@@ -337,7 +337,7 @@ impl Shard {
                 tracing::info!(%pin, code = e.code, "the device reported an error: {}", e.message);
                 ("error", None)
             }
-            None => (
+            Some(_) | None => (
                 "unknown",
                 Some(error_envelope(
                     schema::ErrorCode::Unsupported,

@@ -216,7 +216,7 @@ async fn serve(
     loop {
         tokio::select! {
             ev = link.recv() => match ev {
-                Ok(LinkEvent::Sealed(frame)) => {
+                Ok(LinkEvent::Sealed(frame) | LinkEvent::Activation(frame)) => {
                     if inbound.send(frame).await.is_err() {
                         return "the dispatcher stopped".into();
                     }
@@ -232,6 +232,7 @@ async fn serve(
                     tracing::debug!(pin = %Pin(r.pin), seq = r.seq, status, "delivery report");
                     let _ = events.send(ServerEvent::Delivery { pin: Pin(r.pin), seq: r.seq, status });
                 }
+                Ok(LinkEvent::ActivationMailResult(_)) => {}
                 Err(e) => return e.to_string(),
             },
             n = outbound.recv_many(&mut batch, BATCH) => {
