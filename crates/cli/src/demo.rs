@@ -173,6 +173,9 @@ pub async fn run(args: Args) -> Result<()> {
             Ok(Ok(Incoming::Rejected { reason, .. })) => {
                 bail!("the phone refused the frame: {reason}")
             }
+            Ok(Ok(Incoming::Activation { .. })) => {
+                bail!("an activation message arrived instead of the queued frame")
+            }
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => bail!("the queued frame did not arrive within 10 s"),
         }

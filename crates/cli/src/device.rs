@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bramble_device::{Device, Incoming};
 use bramble_net::Fingerprint;
 use bramble_proto::schema::envelope::Body;
@@ -17,8 +17,10 @@ pub const DEFAULT_RELAY: &str = "127.0.0.1:4101";
 /// Flags of `bramble device`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The device's home: its identity key and local store.
-    #[arg(long, global = true, required = true)]
+    /// The device's home: its identity key and local store (required).
+    // Not `required`: clap refuses a global argument that is required (a panic when the
+    // command is built); `run` reports a missing --home as a usage error instead.
+    #[arg(long, global = true)]
     home: Option<PathBuf>,
     /// The relay's device port, host:port (default 127.0.0.1:4101, or what was used before).
     #[arg(long, global = true)]
@@ -47,6 +49,17 @@ enum Cmd {
         #[arg(long, value_parser = humantime::parse_duration)]
         r#for: Option<Duration>,
     },
+    /// Enterprise Activation: bind this device to the user's enterprise server with the
+    /// email address and the one-time activation password the administrator gave.
+    Activate {
+        /// The user's email address.
+        email: String,
+        /// The activation password (typed as given; it never leaves the device).
+        password: String,
+        /// How long to wait for the server at each stage (default 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+    },
     /// Check the path to the enterprise server: send Ping, wait for Pong.
     Ping {
         /// How many.
@@ -57,7 +70,15 @@ enum Cmd {
 
 pub async fn run(args: Args) -> Result<()> {
     crate::init_logging("warn");
-    let home = args.home.context("--home DIR is required")?;
+    let Some(home) = args.home else {
+        use clap::CommandFactory;
+        crate::Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "bramble device needs --home DIR: the directory that holds the device's identity key and local store",
+            )
+            .exit();
+    };
     let mut device = Device::open(&home)?;
     let current = device.status();
     let wanted = args
@@ -82,7 +103,9 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Status { json } => {
             let s = device.status();
             if json {
-                return output::json(&s);
+                return output::json(
+                    &serde_json::json!({ "device": s, "profile": device.profile() }),
+                );
             }
             println!("PIN                 {}", s.pin);
             println!("Relay               {}", s.relay.as_deref().unwrap_or("-"));
@@ -99,6 +122,24 @@ pub async fn run(args: Args) -> Result<()> {
                     println!("Key generation      {}", s.key_generation);
                 }
                 None => println!("Enterprise server   none: this device is not activated"),
+            }
+            if let Some(p) = device.profile() {
+                println!("Email address       {}", p.email);
+                println!(
+                    "Activation          {}",
+                    if p.activated_at_ms.is_some() {
+                        "Activation Complete"
+                    } else {
+                        "not complete"
+                    }
+                );
+                if let Some(pol) = &p.policy {
+                    println!("IT policy           {} (version {})", pol.name, pol.version);
+                }
+                if !p.service_books.is_empty() {
+                    let cids: Vec<&str> = p.service_books.iter().map(|(c, _)| c.as_str()).collect();
+                    println!("Service books       {}", cids.join(", "));
+                }
             }
             println!(
                 "Sent / received     next seq {}, highest received {}",
@@ -132,7 +173,24 @@ pub async fn run(args: Args) -> Result<()> {
             }
             conn.close().await;
         }
+        Cmd::Activate {
+            email,
+            password,
+            timeout,
+        } => {
+            let mut opts = bramble_device::activation::ActivateOptions::default();
+            if let Some(t) = timeout {
+                opts.timeout = t;
+            }
+            device
+                .activate(&email, &password, &opts, |stage| println!("{stage}"))
+                .await?;
+        }
         Cmd::Ping { count } => {
+            // Say so before trying the relay: unreachable or not, there is nobody to ping.
+            if device.status().server.is_none() {
+                return Err(bramble_device::DeviceError::NotActivated.into());
+            }
             let mut conn = device.connect().await?;
             for i in 1..=count {
                 let rtt = conn.ping(&format!("ping {i}")).await?;
@@ -153,8 +211,10 @@ fn print_incoming(item: &Incoming) {
             Some(Body::Ping(p)) => println!("#{seq} ping from the server: {}", p.note),
             Some(Body::Pong(p)) => println!("#{seq} pong: {}", p.note),
             Some(Body::Error(e)) => println!("#{seq} the server reports: {}", e.message),
+            Some(_) => println!("#{seq} a message this command does not show"),
             None => println!("#{seq} a message this version does not understand"),
         },
         Incoming::Rejected { seq, reason } => println!("#{seq} refused: {reason}"),
+        Incoming::Activation { from, .. } => println!("an activation message from {from}"),
     }
 }

@@ -62,11 +62,17 @@ pub async fn run(args: Args) -> Result<()> {
 
 /// The in-process relay's configuration when the file has no `[relay]` section.
 pub fn embedded_relay(cfg: &FileConfig) -> RelayConfig {
-    cfg.relay.clone().unwrap_or_else(|| {
+    let mut relay = cfg.relay.clone().unwrap_or_else(|| {
         let mut r = RelayConfig::with_data_dir(cfg.server.data_dir.join("relay"));
         r.server_listen = SocketAddr::from(([127, 0, 0, 1], 3101));
         r
-    })
+    });
+    // On the embedded default the relay "mails" activation requests straight into the
+    // server's Maildir store, unless it was told where to send mail.
+    if relay.mail.smtp.is_none() && relay.mail.maildir.is_none() && cfg.server.mail.imap.is_none() {
+        relay.mail.maildir = Some(cfg.server.mail.maildir_root(&cfg.server.data_dir));
+    }
+    relay
 }
 
 /// Opens the database, starts the relay (embedded default) and the server.

@@ -25,6 +25,13 @@ pub enum Incoming {
         /// What it carries.
         env: Envelope,
     },
+    /// An activation handshake message (unsealed) from an enterprise server.
+    Activation {
+        /// The server that sent it.
+        from: bramble_proto::SrpId,
+        /// What it says.
+        msg: bramble_proto::schema::activation::Msg,
+    },
     /// A frame that did not open: not from this device's server, sealed with another key,
     /// replayed, altered or malformed. It was acked all the same, so the relay stops holding it.
     Rejected {
@@ -46,6 +53,8 @@ pub struct Connection<'d> {
     ready: VecDeque<Incoming>,
     /// Opened (or rejected) and persisted, not yet acked to the relay.
     unacked: Vec<schema::FrameRef>,
+    /// The relay's answers to activation mail requests, not yet taken.
+    mail_results: VecDeque<schema::ActivationMailResult>,
 }
 
 impl std::fmt::Debug for Connection<'_> {
@@ -97,6 +106,7 @@ impl Device {
             span,
             ready: VecDeque::new(),
             unacked: Vec::new(),
+            mail_results: VecDeque::new(),
         })
     }
 }
@@ -197,6 +207,68 @@ impl Connection<'_> {
         Ok(rtt)
     }
 
+    /// Asks the relay to mail `etp_dat` to `email` as an activation request (seed 002,
+    /// steps 4-5) and waits for its answer. Other frames arriving meanwhile are kept for
+    /// [`Connection::recv`].
+    ///
+    /// # Errors
+    /// [`DeviceError::ActivationMailRefused`] with the relay's reason, or a connection failure.
+    pub async fn send_activation_mail(
+        &mut self,
+        email: &str,
+        etp_dat: Vec<u8>,
+    ) -> Result<(), DeviceError> {
+        let me = bramble_proto::Address::Pin(self.device.pin());
+        let msg = schema::Control {
+            msg: Some(schema::control::Msg::ActivationMail(
+                schema::ActivationMail {
+                    email: email.to_owned(),
+                    etp_dat: etp_dat.into(),
+                },
+            )),
+        };
+        let frame = bramble_proto::Frame::control(me, bramble_proto::Address::Relay, &msg);
+        self.link.send(frame).await.map_err(|e| self.lost(e))?;
+        let wait = async {
+            loop {
+                if let Some(r) = self.mail_results.pop_front() {
+                    return Ok(r);
+                }
+                self.receive_one().await?;
+            }
+        };
+        let result = tokio::time::timeout(PING_TIMEOUT, wait)
+            .await
+            .map_err(|_| DeviceError::NoAnswer(PING_TIMEOUT))??;
+        if result.sent {
+            Ok(())
+        } else {
+            Err(DeviceError::ActivationMailRefused(result.detail))
+        }
+    }
+
+    /// Sends an activation handshake message (unsealed) to the server `to`.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn send_activation(
+        &mut self,
+        to: bramble_proto::SrpId,
+        msg: schema::activation::Msg,
+    ) -> Result<(), DeviceError> {
+        let frame = bramble_proto::activation::activation_frame(
+            bramble_proto::Address::Pin(self.device.pin()),
+            bramble_proto::Address::Srp(to),
+            msg,
+        );
+        self.link.send(frame).await.map_err(|e| self.lost(e))
+    }
+
+    /// The device, mutably (activation binds it while connected).
+    pub(crate) fn device_mut(&mut self) -> &mut Device {
+        self.device
+    }
+
     /// Acks what is still unacked and closes the connection.
     pub async fn close(mut self) {
         let _ = self.flush_acks().await;
@@ -209,16 +281,42 @@ impl Connection<'_> {
     /// caller and acked.
     async fn receive_one(&mut self) -> Result<(), DeviceError> {
         let event = self.link.recv().await.map_err(|e| self.lost(e))?;
-        let LinkEvent::Sealed(frame) = event else {
+        let frame = match event {
+            LinkEvent::Sealed(frame) => frame,
+            LinkEvent::Activation(frame) => {
+                let item = match (
+                    frame.header.src,
+                    bramble_proto::activation::read_activation(&frame),
+                ) {
+                    (bramble_proto::Address::Srp(from), Ok(msg)) => {
+                        Incoming::Activation { from, msg }
+                    }
+                    (_, Err(e)) => Incoming::Rejected {
+                        seq: frame.header.seq,
+                        reason: e.to_string(),
+                    },
+                    (src, Ok(_)) => Incoming::Rejected {
+                        seq: frame.header.seq,
+                        reason: format!("an activation message from {src}, not from a server"),
+                    },
+                };
+                self.ready.push_back(item);
+                self.unacked.push(frame_ref(&frame));
+                return self.flush_acks().await;
+            }
+            LinkEvent::ActivationMailResult(r) => {
+                self.mail_results.push_back(r);
+                return Ok(());
+            }
             // Delivery reports are for enterprise servers.
-            return Ok(());
+            LinkEvent::Report(_) => return Ok(()),
         };
         // Nothing below awaits until the frame is in `ready` and `unacked`, so a cancelled
         // call loses nothing.
         let incoming = self.device.unseal(&frame)?;
         let answer = match &incoming {
             Incoming::Envelope { seq, env } => answer_to(*seq, env),
-            Incoming::Rejected { .. } => None,
+            Incoming::Rejected { .. } | Incoming::Activation { .. } => None,
         };
         if let Incoming::Envelope { seq, .. } = &incoming {
             tracing::trace!(seq, "received");

@@ -318,6 +318,20 @@ impl Device {
     }
 
     /// Writes the state; nothing in memory.
+    /// What activation gave this device, if it was activated.
+    pub fn profile(&self) -> Option<&crate::activation::Profile> {
+        self.state.profile.as_ref()
+    }
+
+    /// Replaces the activation profile and writes the state.
+    pub(crate) fn set_profile(
+        &mut self,
+        profile: Option<crate::activation::Profile>,
+    ) -> Result<(), DeviceError> {
+        let old = std::mem::replace(&mut self.state.profile, profile);
+        self.save().inspect_err(|_| self.state.profile = old)
+    }
+
     fn save(&self) -> Result<(), DeviceError> {
         self.store.save(self.pin(), &self.state)
     }

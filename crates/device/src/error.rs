@@ -141,6 +141,32 @@ pub enum DeviceError {
          the relay."
     )]
     NoAnswer(Duration),
+    /// The relay would not mail the activation request.
+    #[error("The activation request could not be sent: {0}")]
+    ActivationMailRefused(String),
+    /// Nothing came back from an enterprise server in time.
+    #[error(
+        "No answer to the activation request for {email} within {waited:?}. Check that the \
+         email address is right, that your administrator added you to the server and set an \
+         activation password, and that the server can read your mailbox; then try again."
+    )]
+    ActivationTimeout {
+        /// The address typed.
+        email: String,
+        /// How long the device waited.
+        waited: Duration,
+    },
+    /// The enterprise server stopped the activation, with its reason for the user.
+    #[error("{0}")]
+    ActivationFailed(String),
+    /// The activation password did not verify on the device.
+    #[error(
+        "The activation password is not correct. Check it with your administrator and try again."
+    )]
+    WrongPassword,
+    /// The IT policy did not verify or came from another domain.
+    #[error("The IT policy was refused: {0}")]
+    PolicyRefused(String),
 }
 
 impl DeviceError {

@@ -66,6 +66,9 @@ pub(crate) struct State {
     /// Transmit sequence numbers below this may have been used. Never goes down, not even for
     /// a new binding, so this device never seals two frames with one number.
     pub tx_reserved: u64,
+    /// What Enterprise Activation gave the device: its address, the pinned domain key, the IT
+    /// policy and the service books.
+    pub profile: Option<crate::activation::Profile>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,6 +81,8 @@ struct StateFile {
     binding: Option<BindingFile>,
     #[serde(default)]
     tx_reserved: u64,
+    #[serde(default)]
+    profile: Option<crate::activation::Profile>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -206,6 +211,7 @@ impl State {
                 rx_highest: b.rx_highest,
             }),
             tx_reserved: self.tx_reserved,
+            profile: self.profile.clone(),
         }
     }
 
@@ -246,6 +252,7 @@ impl State {
             relay,
             binding,
             tx_reserved: file.tx_reserved,
+            profile: file.profile,
         })
     }
 }

@@ -31,6 +31,7 @@
 //!
 //! Each connection runs in a `tracing` span named `device` carrying the PIN and the relay.
 
+pub mod activation;
 mod connection;
 mod device;
 mod error;

@@ -95,6 +95,15 @@ impl DeviceIdentity {
         Pin::from_identity_key(self.pair.public_key().as_ref())
     }
 
+    /// Signs `context || message` (a context string keeps signatures of one purpose from
+    /// passing for another).
+    pub fn sign(&self, context: &[u8], message: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(context.len() + message.len());
+        m.extend_from_slice(context);
+        m.extend_from_slice(message);
+        self.pair.sign(&m).as_ref().to_vec()
+    }
+
     /// Signs the relay's challenge, bound to this TLS connection.
     ///
     /// # Errors
@@ -114,6 +123,27 @@ fn proof_message(nonce: &[u8], channel_binding: &[u8]) -> Result<Vec<u8>, Identi
     m.extend_from_slice(nonce);
     m.extend_from_slice(channel_binding);
     Ok(m)
+}
+
+/// Checks an Ed25519 signature over `context || message`.
+///
+/// # Errors
+/// [`IdentityError::BadPublicKey`] or [`IdentityError::BadSignature`].
+pub fn verify(
+    public_key: &[u8],
+    context: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), IdentityError> {
+    if public_key.len() != 32 {
+        return Err(IdentityError::BadPublicKey(public_key.len()));
+    }
+    let mut m = Vec::with_capacity(context.len() + message.len());
+    m.extend_from_slice(context);
+    m.extend_from_slice(message);
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(&m, signature)
+        .map_err(|_| IdentityError::BadSignature)
 }
 
 /// The relay's check of a device's hello: the key gives the claimed PIN and signed this

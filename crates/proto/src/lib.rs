@@ -9,6 +9,7 @@
 //! `docs/protocol.md` at the repository root specifies all of it for implementers in other
 //! languages; keep the two in step.
 
+pub mod activation;
 pub mod addr;
 pub mod frame;
 pub mod identity;

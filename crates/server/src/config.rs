@@ -25,11 +25,15 @@ pub struct ServerConfig {
     pub uplink: Option<UplinkConfig>,
     /// The dispatcher.
     pub dispatcher: DispatcherConfig,
+    /// The mail store the messaging agent watches.
+    pub mail: MailConfig,
+    /// The activation handshake.
+    pub activation: crate::messaging::activation::ActivationConfig,
     /// First reconnection delay after the relay link drops.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_text")]
     pub uplink_backoff_min: Duration,
     /// Longest reconnection delay.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "duration_text")]
     pub uplink_backoff_max: Duration,
 }
 
@@ -41,6 +45,8 @@ impl Default for ServerConfig {
             admin: AdminConfig::default(),
             uplink: None,
             dispatcher: DispatcherConfig::default(),
+            mail: MailConfig::default(),
+            activation: Default::default(),
             uplink_backoff_min: Duration::from_millis(250),
             uplink_backoff_max: Duration::from_secs(30),
         }
@@ -102,6 +108,34 @@ pub struct UplinkConfig {
     pub srp_key_file: Option<PathBuf>,
 }
 
+/// Where users' mailboxes are (`[server.mail]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// An IMAP server (`host:port`); absent: the embedded Maildir store.
+    pub imap: Option<String>,
+    /// TLS to the IMAP server: "none" (loopback only), "starttls" or "tls".
+    pub imap_tls: Option<String>,
+    /// The service account that reaches every mailbox (Dovecot master user: logged in as
+    /// `user@domain*service`).
+    pub service_user: Option<String>,
+    /// Its password. Prefer `service_password_file` or `BRAMBLE_SERVER__MAIL__SERVICE_PASSWORD`.
+    pub service_password: Option<String>,
+    /// A file holding the service account's password.
+    pub service_password_file: Option<PathBuf>,
+    /// The Maildir root of the embedded store; default `mail` in the data directory.
+    pub maildir: Option<PathBuf>,
+}
+
+impl MailConfig {
+    /// The Maildir root in effect for `data_dir`.
+    pub fn maildir_root(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.maildir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("mail"))
+    }
+}
+
 /// The dispatcher.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -122,12 +156,12 @@ impl Default for DispatcherConfig {
 }
 
 /// `Duration` as humantime text ("250ms", "30s") in configuration files.
-mod humantime_serde_compat {
+pub(crate) mod duration_text {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }

@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::ServerEvent;
 use crate::config::DispatcherConfig;
+use crate::messaging::activation::Input as ActivationInput;
 use crate::router::Router;
 
 /// Commands waiting for one shard, at most.
@@ -63,6 +64,7 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct Dispatcher {
     shards: Arc<[mpsc::Sender<Command>]>,
+    activation: mpsc::Sender<ActivationInput>,
 }
 
 impl std::fmt::Debug for Command {
@@ -84,6 +86,7 @@ impl Dispatcher {
         srp: SrpId,
         events: broadcast::Sender<ServerEvent>,
         cfg: &DispatcherConfig,
+        activation: mpsc::Sender<ActivationInput>,
     ) -> (Dispatcher, Vec<tokio::task::JoinHandle<()>>) {
         let n = cfg.shards.max(1);
         let mut shards = Vec::with_capacity(n);
@@ -97,6 +100,7 @@ impl Dispatcher {
                 events: events.clone(),
                 sessions: HashMap::new(),
                 seq_block: cfg.seq_block.max(1),
+                activation: activation.clone(),
             };
             tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);
@@ -104,6 +108,7 @@ impl Dispatcher {
         (
             Dispatcher {
                 shards: shards.into(),
+                activation,
             },
             tasks,
         )
@@ -119,6 +124,17 @@ impl Dispatcher {
     pub fn pump(self, mut inbound: mpsc::Receiver<Frame>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             while let Some(frame) = inbound.recv().await {
+                if frame.header.kind == bramble_proto::FrameKind::Activation {
+                    if self
+                        .activation
+                        .send(ActivationInput::Frame(frame))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
                 let Address::Pin(pin) = frame.header.src else {
                     tracing::warn!(src = %frame.header.src, "dropping a sealed frame that is not from a device");
                     continue;
@@ -162,6 +178,7 @@ struct Shard {
     events: broadcast::Sender<ServerEvent>,
     sessions: HashMap<Pin, DeviceSession>,
     seq_block: u64,
+    activation: mpsc::Sender<ActivationInput>,
 }
 
 impl Shard {
@@ -333,6 +350,25 @@ impl Shard {
                 }),
             ),
             Some(Body::Pong(_)) => ("pong", None),
+            Some(
+                body @ (Body::KeyConfirmation(_)
+                | Body::PolicyApplied(_)
+                | Body::ServiceBooksReceived(_)),
+            ) => {
+                let env = Envelope {
+                    version: env.version,
+                    body: Some(body),
+                };
+                // Never wait here: the activation service may itself be waiting on this shard.
+                if self
+                    .activation
+                    .try_send(ActivationInput::Sealed(pin, env))
+                    .is_err()
+                {
+                    tracing::warn!(%pin, "the activation service is overloaded; an activation message was dropped");
+                }
+                ("activation", None)
+            }
             Some(Body::Error(e)) => {
                 tracing::info!(%pin, code = e.code, "the device reported an error: {}", e.message);
                 ("error", None)

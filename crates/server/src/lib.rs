@@ -15,6 +15,8 @@
 pub mod admin;
 pub mod config;
 pub mod dispatcher;
+pub mod messaging;
+pub mod policy;
 pub mod router;
 
 use std::net::SocketAddr;
@@ -55,6 +57,13 @@ pub enum ServerEvent {
         seq: u64,
         /// Why.
         reason: String,
+    },
+    /// A user's activation moved to a new status (BES text).
+    Activation {
+        /// The user.
+        email: String,
+        /// "Activating", … "Completed", "Failed".
+        status: String,
     },
     /// The relay reported what became of a frame the server sent.
     Delivery {
@@ -105,6 +114,7 @@ pub struct ServerHandle {
     events: broadcast::Sender<ServerEvent>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shards: Vec<tokio::task::JoinHandle<()>>,
+    watchers: Option<Arc<messaging::mailbox::Watchers>>,
     store: Store,
     srp: SrpId,
 }
@@ -141,6 +151,9 @@ impl ServerHandle {
         for t in self.tasks {
             let _ = t.await;
         }
+        if let Some(w) = self.watchers.and_then(|w| Arc::try_unwrap(w).ok()) {
+            w.shutdown().await;
+        }
         drop(self.dispatcher);
         for shard in self.shards {
             if tokio::time::timeout(std::time::Duration::from_secs(5), shard)
@@ -152,6 +165,54 @@ impl ServerHandle {
         }
         self.store.close().await;
     }
+}
+
+/// The mail store the messaging agent watches, from `[server.mail]`.
+///
+/// # Errors
+/// [`ServerError::Config`] naming the setting at fault.
+pub fn mailbox_config(
+    cfg: &ServerConfig,
+) -> Result<messaging::mailbox::MailboxConfig, ServerError> {
+    use messaging::mailbox::{ImapAuth, ImapConfig, MailboxConfig, MailboxSource, MaildirConfig};
+    let m = &cfg.mail;
+    let Some(addr) = &m.imap else {
+        return Ok(MailboxConfig::new(MailboxSource::Maildir(
+            MaildirConfig::new(m.maildir_root(&cfg.data_dir)),
+        )));
+    };
+    match m.imap_tls.as_deref() {
+        None | Some("none") => {}
+        Some(other) => {
+            return Err(ServerError::Config(format!(
+                "[server.mail] imap_tls = {other:?}: only \"none\" (a loopback or otherwise trusted link) is supported so far"
+            )));
+        }
+    }
+    let user = m.service_user.clone().ok_or_else(|| {
+        ServerError::Config(
+            "[server.mail] imap needs service_user (the account that reaches every mailbox)".into(),
+        )
+    })?;
+    let password = match (&m.service_password, &m.service_password_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|source| ServerError::File {
+                path: f.clone(),
+                source,
+            })?
+            .trim()
+            .to_owned(),
+        (None, None) => {
+            return Err(ServerError::Config(
+                "[server.mail] imap needs service_password or service_password_file (or BRAMBLE_SERVER__MAIL__SERVICE_PASSWORD)".into(),
+            ));
+        }
+    };
+    Ok(MailboxConfig::new(MailboxSource::Imap(ImapConfig::new(
+        addr.clone(),
+        ImapAuth::service_account(user, password),
+    ))))
 }
 
 /// Starts the server's components on an open store, with the SRP identity it holds.
@@ -187,21 +248,67 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         events.clone(),
         Some(store.clone()),
     );
+    let (act_tx, act_rx) = tokio::sync::mpsc::channel(1024);
     let (dispatcher, shards) = Dispatcher::spawn(
         store.clone(),
         router.clone(),
         srp,
         events.clone(),
         &cfg.dispatcher,
+        act_tx.clone(),
     );
     let pump = dispatcher.clone().pump(inbound);
 
-    let admin = Arc::new(admin::AdminState::new(
+    // The messaging agent: the activation handshake, fed by the mailbox watchers.
+    let setup = store
+        .secret_or_insert(
+            messaging::activation::OPAQUE_SETUP,
+            bramble_proto::pake::new_server_setup,
+        )
+        .await?;
+    let domain = Arc::new(policy::domain_key(&store).await?);
+    let activation = messaging::activation::ActivationService::new(
         store.clone(),
-        admin::load_or_create_token(cfg)?,
         router.clone(),
+        dispatcher.clone(),
         srp,
+        setup,
+        domain,
+        events.clone(),
+        cfg.activation.clone(),
+    );
+    let activation = tokio::spawn(activation.run(act_rx));
+    let (mail_tx, mut mail_rx) = tokio::sync::mpsc::channel(256);
+    let watchers = Arc::new(messaging::mailbox::Watchers::new(
+        mailbox_config(cfg)?,
+        mail_tx,
     ));
+    let forward = tokio::spawn(async move {
+        while let Some(mail) = mail_rx.recv().await {
+            if act_tx
+                .send(messaging::activation::Input::Mail(mail))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    for user in store.list_users().await? {
+        if let Err(e) = watchers.watch(&user.email) {
+            tracing::warn!(user = %user.email, "cannot watch the mailbox: {e}");
+        }
+    }
+
+    let admin = Arc::new(
+        admin::AdminState::new(
+            store.clone(),
+            admin::load_or_create_token(cfg)?,
+            router.clone(),
+            srp,
+        )
+        .with_watchers(watchers.clone()),
+    );
     let listener =
         bramble_net::bind(cfg.admin.listen).map_err(|source| ServerError::AdminListen {
             addr: cfg.admin.listen,
@@ -226,7 +333,8 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         router,
         admin_addr,
         events,
-        tasks: vec![pump, serve],
+        tasks: vec![pump, serve, forward, activation],
+        watchers: Some(watchers),
         shards,
         store,
         srp,

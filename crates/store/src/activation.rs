@@ -104,4 +104,29 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Records that the activation request with this hash (SHA-256 of its ETP.DAT) was acted
+    /// on. Returns `false` when it was recorded before: a replayed activation mail.
+    pub async fn record_activation_request(
+        &self,
+        hash: &[u8],
+        email: &str,
+        pin: u32,
+    ) -> Result<bool, StoreError> {
+        let email = crate::normalize_email(email);
+        let done = on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO activation_requests (hash, email, pin, seen_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(hash)
+            .bind(&email)
+            .bind(i64::from(pin))
+            .bind(crate::now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(done == 1)
+    }
 }

@@ -207,6 +207,11 @@ async fn add_user(
         .add_user(&new.email, new.display_name.as_deref())
         .await?;
     tracing::info!(user = %u.email, "user added");
+    if let Some(w) = &state.watchers
+        && let Err(e) = w.watch(&u.email)
+    {
+        tracing::warn!(user = %u.email, "cannot watch the mailbox: {e}");
+    }
     let history = state.store.status_history(&u.email).await?;
     Ok((StatusCode::CREATED, Json(view(&state, u, history).await?)))
 }
@@ -230,6 +235,9 @@ async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     if state.store.delete_user(&email).await? {
         tracing::info!(user = %email, "user deleted");
+        if let Some(w) = &state.watchers {
+            w.unwatch(&email.to_lowercase()).await;
+        }
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::no_user(&email))
@@ -274,8 +282,7 @@ pub const MAX_ACTIVATION_EXPIRY: std::time::Duration =
     std::time::Duration::from_secs(30 * 24 * 3600);
 /// Wrong passwords allowed by default before the password is void.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-/// The name of the OPAQUE server setup among the server's secrets.
-pub const OPAQUE_SETUP: &str = "opaque_server_setup";
+pub use crate::messaging::activation::OPAQUE_SETUP;
 
 /// Letters and digits that cannot be mistaken for one another when read out over the phone.
 const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";

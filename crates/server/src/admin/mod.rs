@@ -32,6 +32,8 @@ pub struct AdminState {
     pub router: Router,
     /// The server's SRP id.
     pub srp: SrpId,
+    /// The messaging agent's mailbox watchers, told about users added and deleted.
+    pub watchers: Option<std::sync::Arc<crate::messaging::mailbox::Watchers>>,
 }
 
 impl AdminState {
@@ -42,7 +44,17 @@ impl AdminState {
             token,
             router,
             srp,
+            watchers: None,
         }
+    }
+
+    /// With the mailbox watchers to tell about users added and deleted.
+    pub fn with_watchers(
+        mut self,
+        w: std::sync::Arc<crate::messaging::mailbox::Watchers>,
+    ) -> AdminState {
+        self.watchers = Some(w);
+        self
     }
 }
 

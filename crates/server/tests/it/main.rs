@@ -1,6 +1,8 @@
 //! The enterprise server against a real relay, a real device library and the configuration
 //! database chosen by `BRAMBLE_TEST_DB` (SQLite, or a fresh PostgreSQL database).
 
+mod activation;
 mod admin;
 mod e2e;
+mod mailbox;
 mod support;

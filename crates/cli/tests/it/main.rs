@@ -1,0 +1,12 @@
+//! The `bramble` binary, driven as an administrator would: real processes on loopback ports,
+//! their output and exit codes. Every background process is killed when its test ends.
+//!
+//! The server's configuration database follows `BRAMBLE_TEST_DB` (SQLite in the data
+//! directory, or a fresh PostgreSQL database from `bramble-testkit`).
+
+mod config;
+mod demo;
+mod relay_device;
+mod serve;
+mod usage;
+mod util;

@@ -1,0 +1,290 @@
+//! Enterprise Activation, device side (seeds 000-002): the user types an email address and
+//! the activation password; the device sends its request (ETP.DAT) through the relay to the
+//! user's mailbox, proves the password to the enterprise server with OPAQUE (the password
+//! never leaves the device), derives the master key, confirms it, applies the domain-signed
+//! IT policy (pinning the domain's key), installs the service books, and is done. Each stage
+//! is reported with the status text a BlackBerry showed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use bramble_proto::activation::{self as act, verify_policy};
+use bramble_proto::pake;
+use bramble_proto::schema::{self, activation::Msg as Act, envelope::Body, policy_rule::Value};
+use serde::{Deserialize, Serialize};
+
+use crate::{Device, DeviceError, Incoming};
+
+/// How long a device waits for its server by default, at each stage.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What activation left on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The address this device is enabled for.
+    pub email: String,
+    /// The domain's policy-signing key, pinned at activation (hex).
+    pub domain_key: String,
+    /// The IT policy in force.
+    pub policy: Option<AppliedPolicy>,
+    /// Installed service books: content id and name.
+    pub service_books: Vec<(String, String)>,
+    /// When activation completed (unix ms), if it did.
+    pub activated_at_ms: Option<i64>,
+}
+
+/// An IT policy as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedPolicy {
+    /// Its name ("Default", …).
+    pub name: String,
+    /// Its version.
+    pub version: u64,
+    /// Rules as text.
+    pub rules: BTreeMap<String, String>,
+}
+
+/// A stage of activation, shown with BES's texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// The request was handed to the relay for mailing.
+    Activating,
+    /// The server answered; the password exchange is under way.
+    VerifyingEncryption,
+    /// Both sides proved they hold the master key.
+    EncryptionVerified,
+    /// The IT policy is applied and the service books are installed.
+    ServicesReceived {
+        /// The address now enabled.
+        email: String,
+    },
+    /// Done.
+    Complete,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stage::Activating => f.write_str("Activating"),
+            Stage::VerifyingEncryption => f.write_str("Verifying Encryption"),
+            Stage::EncryptionVerified => f.write_str("Encryption Verified. Waiting for Services."),
+            Stage::ServicesReceived { email } => {
+                write!(
+                    f,
+                    "Services Received. Your email address, {email} is now enabled."
+                )
+            }
+            Stage::Complete => f.write_str("Activation Complete"),
+        }
+    }
+}
+
+/// Options of [`Device::activate`].
+#[derive(Debug, Clone)]
+pub struct ActivateOptions {
+    /// How long to wait for the server at each stage.
+    pub timeout: Duration,
+    /// What the device says about itself.
+    pub facts: schema::DeviceFacts,
+}
+
+impl Default for ActivateOptions {
+    fn default() -> Self {
+        ActivateOptions {
+            timeout: DEFAULT_TIMEOUT,
+            facts: schema::DeviceFacts {
+                model: "Bramble simulated device".into(),
+                os: std::env::consts::OS.into(),
+                agent: format!("bramble-device/{}", env!("CARGO_PKG_VERSION")),
+            },
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn rule_text(v: &Option<Value>) -> String {
+    match v {
+        Some(Value::Flag(b)) => b.to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Text(t)) => t.clone(),
+        None => String::new(),
+    }
+}
+
+impl Device {
+    /// Activates this device for `email` with the one-time `password`, calling `progress` at
+    /// each stage. The relay must be set ([`Device::set_relay`]).
+    ///
+    /// # Errors
+    /// [`DeviceError::WrongPassword`], [`DeviceError::ActivationFailed`] (the server's reason),
+    /// [`DeviceError::ActivationTimeout`], [`DeviceError::PolicyRefused`], or a connection
+    /// failure.
+    pub async fn activate(
+        &mut self,
+        email: &str,
+        password: &str,
+        opts: &ActivateOptions,
+        mut progress: impl FnMut(&Stage),
+    ) -> Result<(), DeviceError> {
+        let email = email.trim().to_owned();
+        let pw = password.as_bytes();
+        let pin = self.pin();
+        let identity_key = self.identity_public_key();
+        let (client_state, ke1) =
+            pake::client_start(pw).map_err(|e| DeviceError::Crypto(e.to_string()))?;
+        let etp = act::build_etp_dat(self.identity(), &email, &ke1, opts.facts.clone(), now_ms())
+            .map_err(|e| DeviceError::Crypto(e.to_string()))?;
+        let request_hash = act::sha256(&etp);
+
+        let mut conn = self.connect().await?;
+        conn.send_activation_mail(&email, etp).await?;
+        progress(&Stage::Activating);
+
+        let timeout = |email: &str| DeviceError::ActivationTimeout {
+            email: email.to_owned(),
+            waited: opts.timeout,
+        };
+        // 1. The server's answer to the request: OPAQUE KE2.
+        let (server, challenge) = loop {
+            let item = tokio::time::timeout(opts.timeout, conn.recv())
+                .await
+                .map_err(|_| timeout(&email))??;
+            match item {
+                Incoming::Activation {
+                    from,
+                    msg: Act::Challenge(c),
+                } if c.request_hash.as_ref() == request_hash => {
+                    break (from, c);
+                }
+                Incoming::Activation {
+                    msg: Act::Error(e), ..
+                } if e.request_hash.is_empty() || e.request_hash.as_ref() == request_hash => {
+                    return Err(DeviceError::ActivationFailed(e.message));
+                }
+                other => tracing::debug!(?other, "ignored while waiting for the activation answer"),
+            }
+        };
+        progress(&Stage::VerifyingEncryption);
+        let (ke3, session_key) = match pake::client_finish(&client_state, pw, &challenge.ke2) {
+            Ok(v) => v,
+            Err(pake::PakeError::WrongPassword) => {
+                let rejected = schema::ActivationProof {
+                    ke3: Default::default(),
+                    request_hash: request_hash.to_vec().into(),
+                    password_rejected: true,
+                };
+                let _ = conn.send_activation(server, Act::Proof(rejected)).await;
+                conn.close().await;
+                return Err(DeviceError::WrongPassword);
+            }
+            Err(e) => {
+                return Err(DeviceError::ActivationFailed(format!(
+                    "The server's answer could not be used: {e}"
+                )));
+            }
+        };
+        let master = act::master_key(&session_key, pin, &identity_key);
+        conn.device_mut().provision(server, master)?;
+        conn.send_activation(
+            server,
+            Act::Proof(schema::ActivationProof {
+                ke3: ke3.into(),
+                request_hash: request_hash.to_vec().into(),
+                password_rejected: false,
+            }),
+        )
+        .await?;
+
+        // 2. Sealed from here on: key confirmation, IT policy, service books.
+        let mut profile = Profile {
+            email: email.clone(),
+            domain_key: String::new(),
+            policy: None,
+            service_books: Vec::new(),
+            activated_at_ms: None,
+        };
+        loop {
+            let item = tokio::time::timeout(opts.timeout, conn.recv())
+                .await
+                .map_err(|_| timeout(&email))??;
+            let env = match item {
+                Incoming::Envelope { env, .. } => env,
+                Incoming::Activation {
+                    msg: Act::Error(e), ..
+                } if e.request_hash.is_empty() || e.request_hash.as_ref() == request_hash => {
+                    return Err(DeviceError::ActivationFailed(e.message));
+                }
+                Incoming::Rejected { reason, .. } => {
+                    tracing::warn!("a frame during activation was refused: {reason}");
+                    continue;
+                }
+                Incoming::Activation { .. } => continue,
+            };
+            let answer = match env.body {
+                Some(Body::KeyConfirmation(k)) => {
+                    progress(&Stage::EncryptionVerified);
+                    Some(Body::KeyConfirmation(k))
+                }
+                Some(Body::ItPolicy(signed)) => {
+                    let (policy, hash) = verify_policy(&signed, None)
+                        .map_err(|e| DeviceError::PolicyRefused(e.to_string()))?;
+                    profile.domain_key = hex::encode(&signed.domain_key);
+                    profile.policy = Some(AppliedPolicy {
+                        name: policy.name.clone(),
+                        version: policy.version,
+                        rules: policy
+                            .rules
+                            .iter()
+                            .map(|r| (r.name.clone(), rule_text(&r.value)))
+                            .collect(),
+                    });
+                    conn.device_mut().set_profile(Some(profile.clone()))?;
+                    Some(Body::PolicyApplied(schema::PolicyApplied {
+                        policy_hash: hash.to_vec().into(),
+                        version: policy.version,
+                        applied: true,
+                        problems: Vec::new(),
+                    }))
+                }
+                Some(Body::ServiceBooks(books)) => {
+                    profile.service_books = books
+                        .books
+                        .iter()
+                        .map(|b| (b.cid.clone(), b.name.clone()))
+                        .collect();
+                    conn.device_mut().set_profile(Some(profile.clone()))?;
+                    let cids = books.books.into_iter().map(|b| b.cid).collect();
+                    progress(&Stage::ServicesReceived {
+                        email: email.clone(),
+                    });
+                    Some(Body::ServiceBooksReceived(schema::ServiceBooksReceived {
+                        cids,
+                    }))
+                }
+                Some(Body::ActivationComplete(_)) => {
+                    profile.activated_at_ms = Some(now_ms());
+                    conn.device_mut().set_profile(Some(profile.clone()))?;
+                    progress(&Stage::Complete);
+                    conn.close().await;
+                    return Ok(());
+                }
+                Some(Body::Error(e)) => return Err(DeviceError::ActivationFailed(e.message)),
+                _ => None,
+            };
+            if let Some(body) = answer {
+                conn.send(&schema::Envelope {
+                    version: 1,
+                    body: Some(body),
+                })
+                .await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The messaging agent (BES: BlackBerry Messaging Agent): watches each user's mailbox, finds
+//! and removes activation mails and runs the activation handshake; later issues add push
+//! mail, filters, RefIDs and reconciliation here.
+//!
+//! Owns: mailbox access and the activation handshake. Must not touch: sealing (the
+//! dispatcher's), the relay link (the router's), SQL (only `bramble-store`).
+
+pub mod activation;
+pub mod mailbox;
