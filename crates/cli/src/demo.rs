@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bramble_device::{Device, Incoming};
+use bramble_proto::Pin;
 use bramble_proto::schema::{self, envelope::Body};
-use bramble_proto::{MasterKey, Pin};
 use bramble_relay::RelayConfig;
 use bramble_server::ServerEvent;
-use bramble_store::NewDevice;
 use tokio::sync::broadcast;
 
 use crate::admin::Client;
@@ -81,44 +80,67 @@ pub async fn run(args: Args) -> Result<()> {
 
     step(
         2,
-        &format!("The administrator adds {USER} (bramble admin user add)"),
+        &format!("The administrator adds {USER} and sets a one-time activation password"),
     );
     let admin = Client::from_data_dir(&dir)?;
     let user = admin.add_user(USER, Some("Alice Example")).await?;
+    let pw = admin
+        .set_activation_password(USER, None, Some("48h"), None)
+        .await?;
+    let password = pw
+        .password
+        .context("the server did not return the generated password")?;
     say(&format!("{} — status: {}", user.email, user.status));
+    say(&format!(
+        "activation password (shown once, given to the user by phone): {password}"
+    ));
 
     step(
         3,
-        "A new phone makes its identity key; its PIN is derived from that key",
+        "On the phone: Enterprise Activation with the address and the password",
     );
     let mut device = Device::open(&dir.join("device-alice"))?;
     device.set_relay(&relay.device_addr().to_string(), None)?;
-    say(&format!("PIN {}", device.pin()));
-
-    step(4, "Phone and server are given one master key");
-    say("(Enterprise Activation over the air, with the activation password, is the next stage of");
-    say(" Bramble; until then the demo hands both sides the same fresh key directly.)");
-    let master = MasterKey::generate()?;
-    running
-        .server
-        .store()
-        .put_device(&NewDevice {
-            email: USER.to_owned(),
-            pin: device.pin().0,
-            identity_key: device_identity_key(&device),
-            master_key: master.as_bytes().to_vec(),
+    say(&format!(
+        "the phone's PIN, derived from its identity key: {}",
+        device.pin()
+    ));
+    say(
+        "(the relay mails the ETP.DAT request into alice's mailbox; the server finds and removes it)",
+    );
+    let started = std::time::Instant::now();
+    let opts = bramble_device::activation::ActivateOptions {
+        timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    device
+        .activate(USER, &password, &opts, |stage| {
+            say(&format!("phone: {stage}"))
         })
         .await?;
-    device.provision(running.server.srp_id(), master)?;
+    say(&format!(
+        "activated in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
+
+    step(4, "What the administrator sees (bramble admin user show)");
+    let u = admin.user(USER).await?;
+    for e in &u.history {
+        say(&format!(
+            "{:<22} {}",
+            e.status,
+            e.reason.as_deref().unwrap_or("")
+        ));
+    }
 
     step(
         5,
-        "The phone connects to the relay, proves it owns its PIN, and pings the server",
+        "The phone pings its server through the relay (sealed with the new key)",
     );
     {
         let mut conn = device.connect().await?;
         say(&format!(
-            "logged in; relay certificate pinned on first use: {}",
+            "relay certificate pinned on first use: {}",
             conn.device()
                 .status()
                 .relay_fingerprint
@@ -184,15 +206,6 @@ pub async fn run(args: Args) -> Result<()> {
         conn.close().await;
     }
 
-    step(7, "What the administrator sees (bramble admin user show)");
-    let u = admin.user(USER).await?;
-    say(&format!(
-        "{} — status {}, device PIN {}",
-        u.email,
-        u.status,
-        u.device.as_ref().map_or("-", |d| d.pin.as_str())
-    ));
-
     running.shutdown().await;
     println!();
     println!("What to try next:");
@@ -211,10 +224,6 @@ pub async fn run(args: Args) -> Result<()> {
     );
     println!("  bramble relay --data ./bramble-relay srp list   a stand-alone relay's SRP ids");
     Ok(())
-}
-
-fn device_identity_key(device: &Device) -> Vec<u8> {
-    device.identity_public_key().to_vec()
 }
 
 async fn wait_delivery(
