@@ -123,6 +123,7 @@ impl FakeServer {
                     let env = bramble_proto::decode_message(&plain, 1 << 22).expect("envelope");
                     return (pin, frame.header.seq, env);
                 }
+                other => panic!("unexpected event {other:?}"),
             }
         }
     }
@@ -137,7 +138,7 @@ impl FakeServer {
         while !seqs.iter().all(|s| delivered(&self.reports, *s)) {
             match self.link.recv().await.expect("server receives") {
                 LinkEvent::Report(r) => self.reports.push(r),
-                LinkEvent::Sealed(f) => panic!("unexpected frame from {}", f.header.src),
+                other => panic!("unexpected event {other:?}"),
             }
         }
     }
