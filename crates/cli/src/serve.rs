@@ -129,6 +129,7 @@ pub async fn start(cfg: &FileConfig) -> Result<Running> {
             Some(relay)
         }
     };
+    check_mail(cfg, &store).await?;
     let server = bramble_server::start(&cfg.server, store)
         .await
         .context("cannot start the server")?;
@@ -137,6 +138,49 @@ pub async fn start(cfg: &FileConfig) -> Result<Running> {
         relay,
         database: redact(&database),
     })
+}
+
+/// Checks the mail set-up before anything depends on it, so a wrong address or password is
+/// reported now, in words, instead of as activations that never finish.
+async fn check_mail(cfg: &FileConfig, store: &Store) -> Result<()> {
+    use bramble_server::messaging::mailbox::{MailboxSource, Watchers};
+    let mailbox = bramble_server::mailbox_config(&cfg.server).context("[server.mail]")?;
+    if let MailboxSource::Imap(imap) = &mailbox.source {
+        let user = store.list_users().await?.into_iter().next();
+        match user {
+            Some(u) => {
+                Watchers::check_login(imap, &u.email).await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "the mail server check failed for {}'s mailbox: {e}",
+                        u.email
+                    )
+                })?;
+            }
+            None => {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    tokio::net::TcpStream::connect(&imap.addr),
+                )
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("the IMAP server {} does not answer within 10 s", imap.addr)
+                })?
+                .with_context(|| {
+                    format!(
+                        "the IMAP server {} in [server.mail] imap cannot be reached",
+                        imap.addr
+                    )
+                })?;
+            }
+        }
+    }
+    if let Some(relay) = &cfg.relay
+        && relay.mail.smtp.is_some()
+    {
+        let gw = bramble_relay::mail::MailGateway::new(&relay.mail)?;
+        gw.check().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
 }
 
 /// Gives the server an SRP identity at its own in-process relay (first start), or refreshes

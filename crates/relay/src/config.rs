@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// Durations are written as humantime text in TOML: `"7d"`, `"60s"`, `"250ms"`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
     /// Where `relay.db`, `relay-cert.pem` and `relay-key.pem` live. Default `relay`.
     pub data_dir: PathBuf,

@@ -1,5 +1,5 @@
 //! The relay as mail gateway (seed 002, activation step 5: "The BlackBerry Infrastructure
-//! receives the secure activation email and identifies it as an activation request. [It]
+//! receives the secure activation email and identifies it as an activation request. (it)
 //! forwards the email message to the email address that was typed … using SMTP").
 //!
 //! A device asks with a `Control::ActivationMail`; the relay builds a normal message with an
@@ -124,6 +124,30 @@ impl MailGateway {
             limit: cfg.max_per_pin_per_hour,
             recent: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Checks that the mail path works: the SMTP server answers (EHLO), or the Maildir root
+    /// can be created. The error says what is wrong, for the operator.
+    ///
+    /// # Errors
+    /// A sentence naming the server or folder and the failure.
+    pub async fn check(&self) -> Result<(), String> {
+        match &self.sink {
+            Sink::None => Ok(()),
+            Sink::Smtp(t) => match t.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("the SMTP server in [relay.mail] smtp did not answer EHLO".into()),
+                Err(e) => Err(format!(
+                    "the SMTP server in [relay.mail] smtp cannot be reached: {e}"
+                )),
+            },
+            Sink::Maildir(root) => std::fs::create_dir_all(root).map_err(|e| {
+                format!(
+                    "the Maildir folder {} cannot be created: {e}",
+                    root.display()
+                )
+            }),
+        }
     }
 
     /// Mails `etp_dat` to `email` for the device `pin`. The error is a sentence for the

@@ -52,7 +52,6 @@ fn unknown_key_in_server_admin() {
 }
 
 #[test]
-#[ignore = "bramble-relay's RelayConfig lacks #[serde(deny_unknown_fields)]: unknown [relay] keys are ignored"]
 fn unknown_key_in_relay() {
     refused(
         &format!("{SAFE_ADMIN}{SAFE_RELAY}queue_expiry_days = 7\n"),
@@ -89,4 +88,47 @@ fn not_toml_and_missing_file() {
         .code(1)
         .stderr_has("does not exist")
         .stderr_has(s(&missing));
+}
+
+/// Runs `bramble serve` with `text` and expects exit 1 with `needle` in the message (no file
+/// name needed: the failure is the mail server, not the file).
+#[track_caller]
+fn refused_at_start(text: &str, needle: &str) {
+    let tmp = tempdir();
+    let file = tmp.path().join("bramble.toml");
+    std::fs::write(&file, text).expect("writing the configuration");
+    let data = tmp.path().join("data");
+    bramble(
+        tmp.path(),
+        ["serve", "--data", s(&data), "--config", s(&file)],
+    )
+    .code(1)
+    .no_panic()
+    .stderr_has(needle);
+}
+
+#[test]
+fn an_unreachable_imap_server_is_named_at_start() {
+    refused_at_start(
+        &format!(
+            "{SAFE_ADMIN}{SAFE_RELAY}[server.mail]\nimap = \"127.0.0.1:9\"\nservice_user = \"service\"\nservice_password = \"x\"\n"
+        ),
+        "127.0.0.1:9",
+    );
+}
+
+#[test]
+fn imap_without_a_service_account_is_refused_at_start() {
+    refused_at_start(
+        &format!("{SAFE_ADMIN}{SAFE_RELAY}[server.mail]\nimap = \"127.0.0.1:9\"\n"),
+        "service_user",
+    );
+}
+
+#[test]
+fn an_unreachable_smtp_server_is_named_at_start() {
+    refused_at_start(
+        &format!("{SAFE_ADMIN}{SAFE_RELAY}[relay.mail]\nsmtp = \"127.0.0.1:9\"\n"),
+        "SMTP server",
+    );
 }

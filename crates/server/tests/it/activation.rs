@@ -28,12 +28,20 @@ struct Site {
 
 impl Site {
     async fn start() -> Result<Site> {
+        Site::start_with(|_| {}, |_| {}).await
+    }
+
+    async fn start_with(
+        relay_cfg: impl FnOnce(&mut RelayConfig),
+        server_cfg: impl FnOnce(&mut ServerConfig),
+    ) -> Result<Site> {
         let dir = tempfile::tempdir()?;
         let db = TestDb::new().await?;
         let mut rcfg = RelayConfig::with_data_dir(dir.path().join("relay"));
         rcfg.server_listen = loopback();
         rcfg.device_listen = loopback();
         rcfg.mail.maildir = Some(dir.path().join("mail"));
+        relay_cfg(&mut rcfg);
         let relay = bramble_relay::start(rcfg).await?;
         let (srp, key) = bramble_relay::srp_add(&dir.path().join("relay"), None).await?;
         let store = Store::open(db.url()).await?;
@@ -50,6 +58,7 @@ impl Site {
         cfg.admin.listen = loopback();
         cfg.mail.maildir = Some(dir.path().join("mail"));
         cfg.activation.step_timeout = Duration::from_secs(20);
+        server_cfg(&mut cfg);
         let server = bramble_server::start(&cfg, store).await?;
         assert!(server.router.wait_up(Duration::from_secs(10)).await);
         let file: serde_json::Value =
@@ -497,4 +506,122 @@ fn drop_mail(root: &Path, email: &str, etp: &[u8], n: u32) -> Result {
     std::fs::write(&tmp, msg)?;
     std::fs::rename(&tmp, md.join("new").join(format!("test-{n}")))?;
     Ok(())
+}
+
+/// The real thing: the relay mails ETP.DAT through Postfix into Dovecot; the messaging agent
+/// watches the INBOX over IMAP IDLE with the service account and expunges the mail.
+#[tokio::test]
+async fn activation_through_postfix_and_dovecot_leaves_no_password_anywhere() -> Result {
+    let logs = crate::support::init_logs();
+    let stack = tokio::task::spawn_blocking(|| {
+        bramble_testkit::mail::MailStack::start(bramble_testkit::mail::MailStackOptions::default())
+    })
+    .await??;
+    let (smtp, imap) = (stack.smtp_addr().to_string(), stack.imap_addr().to_string());
+    let site = Site::start_with(
+        |r| {
+            r.mail.maildir = None;
+            r.mail.smtp = Some(smtp);
+            r.mail.from = "Bramble Activation <activation@relay.example.test>".into();
+        },
+        |s| {
+            s.mail.maildir = None;
+            s.mail.imap = Some(imap);
+            s.mail.service_user = Some("service".into());
+            s.mail.service_password = Some("servicepw".into());
+        },
+    )
+    .await?;
+    let secret = "Dovecot-Activation-Pw-91";
+    site.user("alice@example.test", Some(secret)).await?;
+    let mut device = site.device("alice-phone")?;
+    let mut stages = Vec::new();
+    device
+        .activate("alice@example.test", secret, &opts(30), |s| {
+            stages.push(s.to_string())
+        })
+        .await?;
+    assert_eq!(
+        stages.last().map(String::as_str),
+        Some("Activation Complete"),
+        "{stages:?}"
+    );
+    assert_eq!(
+        site.show("alice@example.test").await?["status"],
+        "Completed"
+    );
+    // The ETP.DAT mail was expunged from alice's INBOX (it was the only mail there).
+    let md = stack.maildir("alice@example.test");
+    let left: usize = ["new", "cur"]
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(md.join(d))
+                .map(|r| r.count())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(left, 0, "the activation mail is still in the mailbox");
+
+    // The password is nowhere: not in the server's database, the relay's database and queue,
+    // the mail store, or the logs.
+    site.server().store().close().await;
+    let mut places = vec![site.dir.path().to_owned(), stack.dir().join("mail")];
+    if site._db.kind() == bramble_testkit::DbKind::Sqlite {
+        let path = site
+            ._db
+            .url()
+            .trim_start_matches("sqlite://")
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(dir) = Path::new(&path).parent() {
+            places.push(dir.to_owned());
+        }
+    }
+    places.retain(|p| p.exists());
+    for place in places {
+        for file in walk(&place) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "{} holds the activation password",
+                file.display()
+            );
+        }
+    }
+    if site._db.kind() == bramble_testkit::DbKind::Postgres {
+        // The PostgreSQL database: every stored activation record and status is checked
+        // through the store in the admin tests; here the dump of the user's rows.
+        let u = site.show("alice@example.test").await?;
+        assert!(!u.to_string().contains(secret));
+    }
+    let captured = logs.lock().map(|l| l.clone()).unwrap_or_default();
+    assert!(!captured.is_empty(), "logs were captured");
+    assert!(
+        !contains(&captured, secret.as_bytes()),
+        "the logs hold the activation password"
+    );
+    site.shutdown().await;
+    Ok(())
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

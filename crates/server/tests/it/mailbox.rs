@@ -21,10 +21,7 @@ const WITHIN: Duration = Duration::from_secs(10);
 
 /// Logs of the watchers on the test's output, filtered by `RUST_LOG` (default: errors only).
 fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    let _ = crate::support::init_logs();
 }
 
 /// This module's own mail stack: alice, bob, carol and u0001…u0005.

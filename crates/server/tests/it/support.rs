@@ -10,6 +10,7 @@ use bramble_server::{ServerConfig, ServerEvent, ServerHandle};
 use bramble_store::{NewDevice, ServerIdentity, Store};
 use bramble_testkit::TestDb;
 use tokio::sync::broadcast;
+use tracing_subscriber::Layer;
 
 pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -140,4 +141,39 @@ pub async fn wait_for(
     Ok(tokio::time::timeout(Duration::from_secs(10), fut)
         .await
         .map_err(|_| format!("timed out waiting for {what}"))??)
+}
+
+/// Every log line of this test process at TRACE level for Bramble's crates, kept in memory
+/// (so a test can search them), and printed as well when `RUST_LOG` asks for it.
+pub fn init_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    use std::sync::{Mutex, OnceLock};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let capture = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(move || Capture(buf))
+            .with_filter(tracing_subscriber::EnvFilter::new("bramble=trace,bramble_server=trace,bramble_relay=trace,bramble_net=trace,bramble_device=trace,info"));
+        let print = tracing_subscriber::fmt::layer()
+            .with_test_writer()
+            .with_filter(tracing_subscriber::EnvFilter::from_default_env());
+        let _ = tracing_subscriber::registry().with(capture).with(print).try_init();
+        buf
+    })
+}
+
+struct Capture(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
