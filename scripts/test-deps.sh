@@ -16,6 +16,7 @@ APT_PKGS=(
   dovecot-imapd dovecot-lmtpd lua-socket   # Dovecot IMAP + LMTP, push_notification Lua driver (socket.http)
   postfix                                  # SMTP, delivering to Dovecot over LMTP
   iproute2 bsdutils procps                 # ss, script, sysctl/ps (used by mail-stack.sh)
+  postgresql-client                        # pg_dump: the tests search the whole database for secrets
   # ---- later test servers: add their packages here ----
   # slapd ldap-utils                       # LDAP directory (also preseed slapd/no_configuration below)
   # prosody lua-unbound                    # XMPP
