@@ -61,6 +61,14 @@ enum UserCmd {
     Show { email: String },
     /// Delete a user and their device.
     Delete { email: String },
+    /// Set the user's own mailbox password, for a server without a service account
+    /// ([server.mail] per_user = true). It is stored encrypted and never shown again.
+    MailPassword {
+        email: String,
+        /// The password of the user's mailbox on the mail server.
+        #[arg(long)]
+        password: String,
+    },
     /// Set the one-time activation password the user types on the phone (only a record of
     /// it is stored; a generated one is printed once).
     ActivationPassword {
@@ -216,6 +224,17 @@ impl Client {
         )
         .await?
         .context("empty answer")
+    }
+
+    /// `PUT /users/{email}/mail-password`.
+    pub async fn set_mail_password(&self, email: &str, password: &str) -> Result<()> {
+        self.call::<serde_json::Value>(
+            Method::PUT,
+            &format!("/users/{}/mail-password", encode(email)),
+            Some(serde_json::json!({ "password": password })),
+        )
+        .await?;
+        Ok(())
     }
 
     /// `GET /status`.
@@ -390,6 +409,17 @@ pub async fn run(args: Args) -> Result<()> {
                         "It is shown only now: give it to the user in person or by phone, not by email."
                     );
                 }
+            }
+            UserCmd::MailPassword { email, password } => {
+                client.set_mail_password(&email, &password).await?;
+                if args.json {
+                    return output::json(
+                        &serde_json::json!({ "email": email, "mail_password": "set" }),
+                    );
+                }
+                println!(
+                    "Mailbox password set for {email}; the server logs in to the mailbox with it now."
+                );
             }
             UserCmd::Delete { email } => {
                 client.delete_user(&email).await?;

@@ -144,9 +144,14 @@ pub async fn start(cfg: &FileConfig) -> Result<Running> {
 /// reported now, in words, instead of as activations that never finish.
 async fn check_mail(cfg: &FileConfig, store: &Store) -> Result<()> {
     use bramble_server::messaging::mailbox::{MailboxSource, Watchers};
-    let mailbox = bramble_server::mailbox_config(&cfg.server).context("[server.mail]")?;
+    let mailbox = bramble_server::mailbox_config(&cfg.server, None).context("[server.mail]")?;
     if let MailboxSource::Imap(imap) = &mailbox.source {
-        let user = store.list_users().await?.into_iter().next();
+        // With per-user passwords the CLI holds none to log in with: reachability only.
+        let user = if cfg.server.mail.per_user {
+            None
+        } else {
+            store.list_users().await?.into_iter().next()
+        };
         match user {
             Some(u) => {
                 Watchers::check_login(imap, &u.email).await.map_err(|e| {

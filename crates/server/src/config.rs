@@ -119,6 +119,9 @@ pub struct MailConfig {
     /// The service account that reaches every mailbox (Dovecot master user: logged in as
     /// `user@domain*service`).
     pub service_user: Option<String>,
+    /// Log in to each mailbox as its user, with the password the administrator set for the
+    /// user (`bramble admin user mail-password`), kept encrypted; instead of a service account.
+    pub per_user: bool,
     /// Its password. Prefer `service_password_file` or `BRAMBLE_SERVER__MAIL__SERVICE_PASSWORD`.
     pub service_password: Option<String>,
     /// A file holding the service account's password.

@@ -173,6 +173,7 @@ impl ServerHandle {
 /// [`ServerError::Config`] naming the setting at fault.
 pub fn mailbox_config(
     cfg: &ServerConfig,
+    per_user: Option<messaging::mailbox::PasswordLookup>,
 ) -> Result<messaging::mailbox::MailboxConfig, ServerError> {
     use messaging::mailbox::{ImapAuth, ImapConfig, MailboxConfig, MailboxSource, MaildirConfig};
     let m = &cfg.mail;
@@ -188,6 +189,15 @@ pub fn mailbox_config(
                 "[server.mail] imap_tls = {other:?}: only \"none\" (a loopback or otherwise trusted link) is supported so far"
             )));
         }
+    }
+    if m.per_user {
+        let lookup = per_user.unwrap_or_else(|| messaging::mailbox::PasswordLookup::new(|_| None));
+        return Ok(MailboxConfig::new(MailboxSource::Imap(ImapConfig::new(
+            addr.clone(),
+            ImapAuth::PerUser {
+                password_for: lookup,
+            },
+        ))));
     }
     let user = m.service_user.clone().ok_or_else(|| {
         ServerError::Config(
@@ -279,8 +289,9 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
     );
     let activation = tokio::spawn(activation.run(act_rx));
     let (mail_tx, mut mail_rx) = tokio::sync::mpsc::channel(256);
+    let credentials = Arc::new(messaging::credentials::Credentials::load(&store).await?);
     let watchers = Arc::new(messaging::mailbox::Watchers::new(
-        mailbox_config(cfg)?,
+        mailbox_config(cfg, Some(credentials.lookup()))?,
         mail_tx,
     ));
     let forward = tokio::spawn(async move {
@@ -307,7 +318,8 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
             router.clone(),
             srp,
         )
-        .with_watchers(watchers.clone()),
+        .with_watchers(watchers.clone())
+        .with_credentials(credentials),
     );
     let listener =
         bramble_net::bind(cfg.admin.listen).map_err(|source| ServerError::AdminListen {

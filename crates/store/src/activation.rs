@@ -129,4 +129,42 @@ impl Store {
         });
         Ok(done == 1)
     }
+
+    /// Stores a user's mailbox password, already encrypted by the server (`sealed`), replacing
+    /// any earlier one.
+    ///
+    /// Errors: [`StoreError::NoSuchUser`].
+    pub async fn set_mail_credential(&self, email: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        let email = normalize_email(email);
+        let done = on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO mail_credentials (user_id, sealed, updated_at) \
+                 SELECT id, $2, $3 FROM users WHERE email = $1 \
+                 ON CONFLICT (user_id) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            )
+            .bind(&email)
+            .bind(sealed)
+            .bind(now_ms())
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        if done == 0 {
+            return Err(StoreError::NoSuchUser { email });
+        }
+        Ok(())
+    }
+
+    /// Every stored (encrypted) mailbox password, by the user's address.
+    pub async fn mail_credentials(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows: Vec<(String, Vec<u8>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT u.email, c.sealed FROM mail_credentials c JOIN users u ON u.id = c.user_id \
+                 ORDER BY u.email",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
 }

@@ -30,6 +30,10 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/users", get(list_users).post(add_user))
         .route("/users/{email}", get(show_user).delete(delete_user))
         .route(
+            "/users/{email}/mail-password",
+            axum::routing::put(set_mail_password),
+        )
+        .route(
             "/users/{email}/activation-password",
             axum::routing::post(set_activation_password),
         )
@@ -401,4 +405,50 @@ async fn set_activation_password(
         expires_at: time(expires_at),
         max_attempts,
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MailPasswordRequest {
+    password: String,
+}
+
+/// `PUT /users/{email}/mail-password`: the user's own mailbox password, for servers without a
+/// service account (`[server.mail] per_user = true`). Stored encrypted; never shown again.
+async fn set_mail_password(
+    State(state): State<Arc<AdminState>>,
+    Path(email): Path<String>,
+    body: Result<Json<MailPasswordRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
+    if req.password.is_empty()
+        || req.password.len() > 1024
+        || req.password.chars().any(char::is_control)
+    {
+        return Err(bad(
+            "a mailbox password has 1 to 1024 characters and no control characters",
+        ));
+    }
+    let user = state
+        .store
+        .user(&email)
+        .await?
+        .ok_or_else(|| ApiError::no_user(&email))?;
+    let Some(creds) = &state.credentials else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "unavailable",
+            "this server does not keep mailbox passwords",
+        ));
+    };
+    creds.set(&state.store, &user.email, &req.password).await?;
+    tracing::info!(user = %user.email, "mailbox password set");
+    if let Some(w) = &state.watchers {
+        // Log in again with the new password.
+        w.unwatch(&user.email).await;
+        if let Err(e) = w.watch(&user.email) {
+            tracing::warn!(user = %user.email, "cannot watch the mailbox: {e}");
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

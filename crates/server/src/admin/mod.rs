@@ -34,6 +34,8 @@ pub struct AdminState {
     pub srp: SrpId,
     /// The messaging agent's mailbox watchers, told about users added and deleted.
     pub watchers: Option<std::sync::Arc<crate::messaging::mailbox::Watchers>>,
+    /// Per-user mailbox passwords.
+    pub credentials: Option<std::sync::Arc<crate::messaging::credentials::Credentials>>,
 }
 
 impl AdminState {
@@ -45,7 +47,17 @@ impl AdminState {
             router,
             srp,
             watchers: None,
+            credentials: None,
         }
+    }
+
+    /// With the per-user mailbox passwords, so the API can set them.
+    pub fn with_credentials(
+        mut self,
+        c: std::sync::Arc<crate::messaging::credentials::Credentials>,
+    ) -> AdminState {
+        self.credentials = Some(c);
+        self
     }
 
     /// With the mailbox watchers to tell about users added and deleted.

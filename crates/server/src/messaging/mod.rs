@@ -6,4 +6,5 @@
 //! dispatcher's), the relay link (the router's), SQL (only `bramble-store`).
 
 pub mod activation;
+pub mod credentials;
 pub mod mailbox;

@@ -638,3 +638,45 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Without a service account: each user's own mailbox password, set by the administrator,
+/// kept encrypted in the configuration database.
+#[tokio::test]
+async fn activation_with_per_user_mailbox_passwords() -> Result {
+    let stack = tokio::task::spawn_blocking(|| {
+        bramble_testkit::mail::MailStack::start(bramble_testkit::mail::MailStackOptions::default())
+    })
+    .await??;
+    let (smtp, imap) = (stack.smtp_addr().to_string(), stack.imap_addr().to_string());
+    let site = Site::start_with(
+        |r| {
+            r.mail.maildir = None;
+            r.mail.smtp = Some(smtp);
+        },
+        |s| {
+            s.mail.maildir = None;
+            s.mail.imap = Some(imap);
+            s.mail.per_user = true;
+        },
+    )
+    .await?;
+    site.user("bob@example.test", Some("bob-activation"))
+        .await?;
+    site.api(
+        reqwest::Method::PUT,
+        "/users/bob@example.test/mail-password",
+        Some(serde_json::json!({ "password": "bobpw" })),
+    )
+    .await?;
+    let mut device = site.device("bob-phone")?;
+    device
+        .activate("bob@example.test", "bob-activation", &opts(30), |_| {})
+        .await?;
+    assert_eq!(site.show("bob@example.test").await?["status"], "Completed");
+    // The mailbox password is stored, but not readable.
+    let stored = site.server().store().mail_credentials().await?;
+    assert_eq!(stored.len(), 1);
+    assert!(!contains(&stored[0].1, b"bobpw"));
+    site.shutdown().await;
+    Ok(())
+}
