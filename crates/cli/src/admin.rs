@@ -153,6 +153,13 @@ impl Client {
             }
         })?;
         let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED {
+            bail!(
+                "the server at {} refused the administration token; check --token (or the admin-token \
+                 file in the server's data directory)",
+                self.base
+            );
+        }
         if status == StatusCode::NO_CONTENT {
             return Ok(None);
         }

@@ -86,8 +86,16 @@ pub async fn run(args: Args) -> Result<()> {
         .clone()
         .or_else(|| current.relay.clone())
         .unwrap_or_else(|| DEFAULT_RELAY.to_owned());
-    if current.relay.as_deref() != Some(wanted.as_str())
-        || (args.fingerprint.is_some() && args.fingerprint != current.relay_fingerprint)
+    // Only a command that connects, or an explicit --relay/--fingerprint, records the relay:
+    // `pin` and `status` leave the device as it was.
+    let connects = matches!(
+        args.command,
+        Cmd::Connect { .. } | Cmd::Ping { .. } | Cmd::Activate { .. }
+    );
+    let explicit = args.relay.is_some() || args.fingerprint.is_some();
+    if (connects || explicit)
+        && (current.relay.as_deref() != Some(wanted.as_str())
+            || (args.fingerprint.is_some() && args.fingerprint != current.relay_fingerprint))
     {
         let fp = args
             .fingerprint
