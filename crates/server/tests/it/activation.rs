@@ -145,6 +145,33 @@ impl Site {
     }
 }
 
+/// A site whose relay mails through Postfix and whose server watches Dovecot over IMAP with
+/// the service account; `extra` adds uNNNN@example.test users (password `pw`).
+async fn dovecot_site(extra: u32) -> Result<(Site, bramble_testkit::mail::MailStack)> {
+    let stack = tokio::task::spawn_blocking(move || {
+        bramble_testkit::mail::MailStack::start(bramble_testkit::mail::MailStackOptions {
+            extra_users: extra,
+            push_url: None,
+        })
+    })
+    .await??;
+    let (smtp, imap) = (stack.smtp_addr().to_string(), stack.imap_addr().to_string());
+    let site = Site::start_with(
+        |r| {
+            r.mail.maildir = None;
+            r.mail.smtp = Some(smtp);
+        },
+        |s| {
+            s.mail.maildir = None;
+            s.mail.imap = Some(imap);
+            s.mail.service_user = Some("service".into());
+            s.mail.service_password = Some("servicepw".into());
+        },
+    )
+    .await?;
+    Ok((site, stack))
+}
+
 fn opts(secs: u64) -> ActivateOptions {
     ActivateOptions {
         timeout: Duration::from_secs(secs),
@@ -246,16 +273,17 @@ async fn full_activation_shows_every_stage_in_order_and_leaves_no_mail() -> Resu
 
 #[tokio::test]
 async fn failures_are_explained_on_the_device_and_to_the_administrator() -> Result {
-    let site = Site::start().await?;
+    let (site, _stack) = dovecot_site(1).await?;
     // Wrong password: counted.
-    site.user("bob@example.com", Some("right-password")).await?;
+    site.user("bob@example.test", Some("right-password"))
+        .await?;
     let mut d = site.device("bob-phone")?;
     let err = d
-        .activate("bob@example.com", "wrong-password", &opts(20), |_| {})
+        .activate("bob@example.test", "wrong-password", &opts(20), |_| {})
         .await
         .expect_err("refused");
     assert!(matches!(err, DeviceError::WrongPassword), "{err}");
-    let u = wait_status(&site, "bob@example.com", "Failed").await?;
+    let u = wait_status(&site, "bob@example.test", "Failed").await?;
     assert!(
         u["status_reason"]
             .as_str()
@@ -265,17 +293,17 @@ async fn failures_are_explained_on_the_device_and_to_the_administrator() -> Resu
     );
 
     // No password set.
-    site.user("carol@example.com", None).await?;
+    site.user("carol@example.test", None).await?;
     let mut d = site.device("carol-phone")?;
     let err = d
-        .activate("carol@example.com", "anything", &opts(20), |_| {})
+        .activate("carol@example.test", "anything", &opts(20), |_| {})
         .await
         .expect_err("refused");
     assert!(
         err.to_string().contains("No activation password is set"),
         "{err}"
     );
-    let u = site.show("carol@example.com").await?;
+    let u = site.show("carol@example.test").await?;
     assert!(
         u["status_reason"]
             .as_str()
@@ -285,13 +313,13 @@ async fn failures_are_explained_on_the_device_and_to_the_administrator() -> Resu
     );
 
     // Expired.
-    site.user("dave@example.com", None).await?;
-    site.set_password("dave@example.com", "expiring-pw", "1s")
+    site.user("u0001@example.test", None).await?;
+    site.set_password("u0001@example.test", "expiring-pw", "1s")
         .await?;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut d = site.device("dave-phone")?;
     let err = d
-        .activate("dave@example.com", "expiring-pw", &opts(20), |_| {})
+        .activate("u0001@example.test", "expiring-pw", &opts(20), |_| {})
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("expired"), "{err}");
@@ -299,7 +327,7 @@ async fn failures_are_explained_on_the_device_and_to_the_administrator() -> Resu
     // An address no watched mailbox receives: the device gives up and says what to check.
     let mut d = site.device("erin-phone")?;
     let err = d
-        .activate("erin@example.com", "whatever", &opts(2), |_| {})
+        .activate("erin@example.test", "whatever", &opts(2), |_| {})
         .await
         .expect_err("times out");
     assert!(
@@ -317,20 +345,20 @@ async fn failures_are_explained_on_the_device_and_to_the_administrator() -> Resu
 
 #[tokio::test]
 async fn five_wrong_passwords_void_it() -> Result {
-    let site = Site::start().await?;
-    site.user("frank@example.com", Some("the-right-one"))
+    let (site, _stack) = dovecot_site(0).await?;
+    site.user("alice@example.test", Some("the-right-one"))
         .await?;
     let mut d = site.device("frank-phone")?;
     for _ in 0..5 {
         let err = d
-            .activate("frank@example.com", "nope-nope", &opts(20), |_| {})
+            .activate("alice@example.test", "nope-nope", &opts(20), |_| {})
             .await
             .expect_err("refused");
         assert!(matches!(err, DeviceError::WrongPassword), "{err}");
     }
     // Even the right password is refused now.
     let err = d
-        .activate("frank@example.com", "the-right-one", &opts(20), |_| {})
+        .activate("alice@example.test", "the-right-one", &opts(20), |_| {})
         .await
         .expect_err("void");
     assert!(err.to_string().contains("too many times"), "{err}");
@@ -395,18 +423,18 @@ async fn replayed_and_tampered_activation_mails() -> Result {
 
 #[tokio::test]
 async fn reactivation_replaces_the_old_device_whose_key_stops_working() -> Result {
-    let site = Site::start().await?;
-    site.user("hank@example.com", Some("first-password"))
+    let (site, _stack) = dovecot_site(0).await?;
+    site.user("carol@example.test", Some("first-password"))
         .await?;
     let mut old = site.device("hank-old")?;
-    old.activate("hank@example.com", "first-password", &opts(20), |_| {})
+    old.activate("carol@example.test", "first-password", &opts(20), |_| {})
         .await?;
-    site.set_password("hank@example.com", "second-password", "48h")
+    site.set_password("carol@example.test", "second-password", "48h")
         .await?;
     let mut new = site.device("hank-new")?;
-    new.activate("hank@example.com", "second-password", &opts(20), |_| {})
+    new.activate("carol@example.test", "second-password", &opts(20), |_| {})
         .await?;
-    let u = site.show("hank@example.com").await?;
+    let u = site.show("carol@example.test").await?;
     assert_eq!(u["device"]["pin"], new.pin().to_string());
     let mut conn = new.connect().await?;
     conn.ping("new phone").await?;
@@ -436,11 +464,11 @@ async fn reactivation_replaces_the_old_device_whose_key_stops_working() -> Resul
 
 #[tokio::test]
 async fn fifty_devices_activate_at_once() -> Result {
-    let site = Site::start().await?;
     let n = 50;
+    let (site, _stack) = dovecot_site(n).await?;
     for i in 0..n {
         site.user(
-            &format!("u{i:02}@example.com"),
+            &format!("u{:04}@example.test", i + 1),
             Some(&format!("password-{i:02}")),
         )
         .await?;
@@ -454,7 +482,7 @@ async fn fifty_devices_activate_at_once() -> Result {
             let mut d = Device::open(&home)?;
             d.set_relay(&addr, Some(fp))?;
             d.activate(
-                &format!("u{i:02}@example.com"),
+                &format!("u{:04}@example.test", i + 1),
                 &format!("password-{i:02}"),
                 &opts(60),
                 |_| {},
@@ -467,7 +495,7 @@ async fn fifty_devices_activate_at_once() -> Result {
         t.await??;
     }
     for i in 0..n {
-        let u = site.show(&format!("u{i:02}@example.com")).await?;
+        let u = site.show(&format!("u{:04}@example.test", i + 1)).await?;
         assert_eq!(u["status"], "Completed", "{u}");
     }
     site.shutdown().await;
