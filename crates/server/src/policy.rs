@@ -31,11 +31,11 @@ pub const SERVICE_BOOKS: [&str; 7] = [
 /// # Errors
 /// When the database fails or the stored key is damaged.
 pub async fn domain_key(store: &Store) -> Result<DomainKey, StoreError> {
-    let pkcs8 = store
-        .secret_or_insert(DOMAIN_KEY, || {
-            DomainKey::generate_pkcs8().unwrap_or_default()
-        })
-        .await?;
+    // Made before it is needed, so a failing random source is an error, never a weak key.
+    let fresh = DomainKey::generate_pkcs8().map_err(|e| StoreError::Corrupt {
+        what: format!("making the domain signing key: {e}"),
+    })?;
+    let pkcs8 = store.secret_or_insert(DOMAIN_KEY, || fresh).await?;
     DomainKey::from_pkcs8(&pkcs8).map_err(|e| StoreError::Corrupt {
         what: format!("the domain signing key: {e}"),
     })

@@ -46,13 +46,14 @@ impl Credentials {
     /// # Errors
     /// When the database fails or the stored key is damaged.
     pub async fn load(store: &Store) -> Result<Credentials, StoreError> {
-        let raw = store
-            .secret_or_insert(CREDENTIAL_KEY, || {
-                let mut k = vec![0u8; 32];
-                let _ = SystemRandom::new().fill(&mut k);
-                k
-            })
-            .await?;
+        // Made before it is needed, so a failing random source is an error, never a zero key.
+        let mut fresh = vec![0u8; 32];
+        SystemRandom::new()
+            .fill(&mut fresh)
+            .map_err(|_| StoreError::Corrupt {
+                what: "the system random number generator failed".into(),
+            })?;
+        let raw = store.secret_or_insert(CREDENTIAL_KEY, || fresh).await?;
         let key = UnboundKey::new(&AES_256_GCM, &raw)
             .map(LessSafeKey::new)
             .map_err(|_| StoreError::Corrupt {
