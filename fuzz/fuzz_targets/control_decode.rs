@@ -50,7 +50,16 @@ fuzz_target!(|data: &[u8]| {
         Some(control::Msg::DeliveryReport(r)) => {
             let _ = bramble_proto::schema::DeliveryStatus::try_from(r.status);
         }
-        Some(control::Msg::Welcome(_) | control::Msg::Ack(_) | control::Msg::Keepalive(_))
+        Some(control::Msg::ActivationMail(m)) => {
+            // The relay bounds the ETP.DAT it mails.
+            let _ = m.etp_dat.len() <= bramble_proto::activation::MAX_ETP_DAT;
+        }
+        Some(
+            control::Msg::Welcome(_)
+            | control::Msg::Ack(_)
+            | control::Msg::Keepalive(_)
+            | control::Msg::ActivationMailResult(_),
+        )
         | None => {}
     }
 });

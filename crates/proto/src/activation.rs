@@ -326,6 +326,19 @@ pub fn verify_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn hostile_etp_dat_and_policies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(req) = open_etp_dat(&bytes) {
+                prop_assert_eq!(req.pin, Pin::from_identity_key(&req.identity_key));
+            }
+            if let Ok(signed) = schema::SignedPolicy::decode(bytes.as_slice()) {
+                let _ = verify_policy(&signed, None);
+            }
+        }
+    }
 
     #[test]
     fn etp_dat_round_trip_and_tampering() {
