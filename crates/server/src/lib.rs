@@ -179,7 +179,12 @@ pub fn mailbox_config(
     let m = &cfg.mail;
     let Some(addr) = &m.imap else {
         return Ok(MailboxConfig::new(MailboxSource::Maildir(
-            MaildirConfig::new(m.maildir_root(&cfg.data_dir)),
+            // Absolute: inotify reports absolute paths, and a relative root (the default
+            // `bramble-data/mail`) would not match them, leaving new mail to the slow rescan.
+            MaildirConfig::new({
+                let root = m.maildir_root(&cfg.data_dir);
+                std::path::absolute(&root).unwrap_or(root)
+            }),
         )));
     };
     match m.imap_tls.as_deref() {

@@ -86,7 +86,7 @@ fn start_server(root: &Path, data: &Path, config: &Path, ports: Ports) -> (Backg
         root,
         ["serve", "--data", s(data), "--config", s(config)],
     );
-    let admin_json = data.join("admin.json");
+    let admin_json = root.join(data).join("admin.json");
     let status = server.wait_for(
         "admin.json and an answer from the administration API",
         |_| {
@@ -307,4 +307,64 @@ fn serve_admin_stop_and_restart() {
         Some(0),
         "serve exited with {stopped} on SIGTERM"
     );
+}
+
+/// The whole activation through the binaries, on the embedded default with a relative data
+/// directory: the relay mails the request into `data/mail`, the server's watcher sees it at
+/// once (not on its minute-long rescan), and the phone reaches Activation Complete.
+#[test]
+fn a_phone_activates_through_the_binaries_with_a_relative_data_directory() {
+    let tmp = tempdir();
+    let root = tmp.path();
+    let data = Path::new("data");
+    let config = root.join("bramble.toml");
+    let db = test_db();
+    let ports = write_config(&config, data, db.as_ref());
+    let (server, _) = start_server(root, data, &config, ports);
+    wait_relay_up(root, data);
+    admin(root, data, &["user", "add", ALICE]).success();
+    let pw = admin(
+        root,
+        data,
+        &["user", "activation-password", ALICE, "--generate", "--json"],
+    )
+    .success()
+    .json();
+    let password = pw["password"]
+        .as_str()
+        .expect("a generated password")
+        .to_owned();
+    let relay = format!("127.0.0.1:{}", ports.relay_devices);
+    bramble(
+        root,
+        [
+            "device",
+            "--home",
+            "phone",
+            "--relay",
+            &relay,
+            "activate",
+            ALICE,
+            &password,
+            "--timeout",
+            "20s",
+        ],
+    )
+    .success()
+    .stdout_has_in_order(&[
+        "Activating",
+        "Verifying Encryption",
+        "Encryption Verified. Waiting for Services.",
+        "Services Received. Your email address, alice@example.com is now enabled.",
+        "Activation Complete",
+    ]);
+    let shown = admin(root, data, &["user", "show", ALICE, "--json"])
+        .success()
+        .json();
+    assert_eq!(shown["status"], "Completed", "{shown}");
+    bramble(root, ["device", "--home", "phone", "ping"])
+        .success()
+        .stdout_has("Pong");
+    let status = server.terminate(STOP);
+    assert!(status.success(), "bramble serve exited with {status}");
 }
