@@ -36,6 +36,9 @@ pub struct MailConfig {
     pub from: String,
     /// Activation mails one PIN may ask for per hour.
     pub max_per_pin_per_hour: u32,
+    /// Activation mails one address may receive per hour (new identities make new PINs, so
+    /// this is what keeps a mailbox from being flooded).
+    pub max_per_address_per_hour: u32,
 }
 
 impl Default for MailConfig {
@@ -45,6 +48,7 @@ impl Default for MailConfig {
             maildir: None,
             from: "Bramble Enterprise Activation <activation@bramble-relay.invalid>".into(),
             max_per_pin_per_hour: 10,
+            max_per_address_per_hour: 20,
         }
     }
 }
@@ -60,7 +64,9 @@ pub struct MailGateway {
     from: Mailbox,
     sink: Sink,
     limit: u32,
+    address_limit: u32,
     recent: Mutex<HashMap<Pin, VecDeque<Instant>>>,
+    recent_to: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 impl std::fmt::Debug for MailGateway {
@@ -122,7 +128,9 @@ impl MailGateway {
             from,
             sink,
             limit: cfg.max_per_pin_per_hour,
+            address_limit: cfg.max_per_address_per_hour,
             recent: Mutex::new(HashMap::new()),
+            recent_to: Mutex::new(HashMap::new()),
         })
     }
 
@@ -170,7 +178,7 @@ impl MailGateway {
             .trim()
             .parse()
             .map_err(|_| format!("{email:?} is not an email address; check what you typed"))?;
-        self.admit(pin)?;
+        self.admit(pin, &to.email.to_string().to_lowercase())?;
         let message = self.message(pin, to.clone(), etp_dat)?;
         match &self.sink {
             Sink::None => Err(
@@ -196,24 +204,37 @@ impl MailGateway {
         }
     }
 
-    fn admit(&self, pin: Pin) -> Result<(), String> {
-        let Ok(mut recent) = self.recent.lock() else {
+    fn admit(&self, pin: Pin, to: &str) -> Result<(), String> {
+        let hour = Duration::from_secs(3600);
+        let (Ok(mut by_pin), Ok(mut by_to)) = (self.recent.lock(), self.recent_to.lock()) else {
             return Ok(());
         };
-        let hour = Duration::from_secs(3600);
-        let q = recent.entry(pin).or_default();
-        while q.front().is_some_and(|t| t.elapsed() > hour) {
-            q.pop_front();
+        let pq = by_pin.entry(pin).or_default();
+        while pq.front().is_some_and(|t| t.elapsed() > hour) {
+            pq.pop_front();
         }
-        if q.len() >= self.limit as usize {
+        if pq.len() >= self.limit as usize {
             return Err(format!(
                 "too many activation requests from this device ({} in the last hour); wait and try again",
-                q.len()
+                pq.len()
             ));
         }
-        q.push_back(Instant::now());
-        if recent.len() > 100_000 {
-            recent.retain(|_, q| q.back().is_some_and(|t| t.elapsed() < hour));
+        let aq = by_to.entry(to.to_owned()).or_default();
+        while aq.front().is_some_and(|t| t.elapsed() > hour) {
+            aq.pop_front();
+        }
+        if aq.len() >= self.address_limit as usize {
+            return Err(format!(
+                "too many activation requests for {to} in the last hour; wait and try again"
+            ));
+        }
+        pq.push_back(Instant::now());
+        aq.push_back(Instant::now());
+        if by_pin.len() > 100_000 {
+            by_pin.retain(|_, q| q.back().is_some_and(|t| t.elapsed() < hour));
+        }
+        if by_to.len() > 100_000 {
+            by_to.retain(|_, q| q.back().is_some_and(|t| t.elapsed() < hour));
         }
         Ok(())
     }
@@ -299,4 +320,56 @@ fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_are_limited_per_device_and_per_address() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = MailConfig {
+            maildir: Some(dir.path().to_owned()),
+            max_per_pin_per_hour: 2,
+            max_per_address_per_hour: 3,
+            ..MailConfig::default()
+        };
+        let gw = MailGateway::new(&cfg).expect("gateway");
+        let etp = [1u8; 10];
+        gw.send_activation(Pin(1), "a@example.com", &etp)
+            .await
+            .expect("first");
+        gw.send_activation(Pin(1), "a@example.com", &etp)
+            .await
+            .expect("second");
+        let err = gw
+            .send_activation(Pin(1), "a@example.com", &etp)
+            .await
+            .expect_err("third from one device");
+        assert!(err.contains("this device"), "{err}");
+        // New identities (new PINs) cannot flood one mailbox either.
+        gw.send_activation(Pin(2), "a@example.com", &etp)
+            .await
+            .expect("another device");
+        let err = gw
+            .send_activation(Pin(3), "a@example.com", &etp)
+            .await
+            .expect_err("fourth for one address");
+        assert!(err.contains("a@example.com"), "{err}");
+        assert!(
+            gw.send_activation(Pin(4), "not an address", &etp)
+                .await
+                .is_err()
+        );
+        assert!(
+            gw.send_activation(Pin(5), "b@example.com", &[])
+                .await
+                .is_err()
+        );
+        let delivered = std::fs::read_dir(dir.path().join("a@example.com/Maildir/new"))
+            .expect("dir")
+            .count();
+        assert_eq!(delivered, 3);
+    }
 }
