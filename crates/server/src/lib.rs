@@ -115,6 +115,7 @@ pub struct ServerHandle {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shards: Vec<tokio::task::JoinHandle<()>>,
     watchers: Option<Arc<messaging::mailbox::Watchers>>,
+    push_addr: Option<SocketAddr>,
     store: Store,
     srp: SrpId,
 }
@@ -123,6 +124,11 @@ impl ServerHandle {
     /// Where the administration API listens.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where the mail server's push hook listens, when configured.
+    pub fn push_addr(&self) -> Option<SocketAddr> {
+        self.push_addr
     }
 
     /// The server's SRP id.
@@ -294,6 +300,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
     );
     let activation = tokio::spawn(activation.run(act_rx));
     let (mail_tx, mut mail_rx) = tokio::sync::mpsc::channel(256);
+    let mut tasks_extra = Vec::new();
     let credentials = Arc::new(messaging::credentials::Credentials::load(&store).await?);
     let watchers = Arc::new(messaging::mailbox::Watchers::new(
         mailbox_config(cfg, Some(credentials.lookup()))?,
@@ -310,6 +317,18 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
             }
         }
     });
+    let mut push_addr = None;
+    if let Some(addr) = cfg.mail.push_listen {
+        let listener =
+            bramble_net::bind(addr).map_err(|source| ServerError::AdminListen { addr, source })?;
+        push_addr = listener.local_addr().ok();
+        let app = messaging::push_hook::app(watchers.clone());
+        tasks_extra.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("the mail push hook stopped: {e}");
+            }
+        }));
+    }
     for user in store.list_users().await? {
         if let Err(e) = watchers.watch(&user.email) {
             tracing::warn!(user = %user.email, "cannot watch the mailbox: {e}");
@@ -350,7 +369,11 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         router,
         admin_addr,
         events,
-        tasks: vec![pump, serve, forward, activation],
+        tasks: [pump, serve, forward, activation]
+            .into_iter()
+            .chain(tasks_extra)
+            .collect(),
+        push_addr,
         watchers: Some(watchers),
         shards,
         store,

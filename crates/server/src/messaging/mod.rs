@@ -8,3 +8,4 @@
 pub mod activation;
 pub mod credentials;
 pub mod mailbox;
+pub mod push_hook;

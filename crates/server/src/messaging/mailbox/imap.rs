@@ -648,6 +648,10 @@ impl Watcher {
                     }
                     false
                 }
+                () = self.cx.poke.notified() => {
+                    tracing::trace!(mailbox = %email, "poked by the push hook");
+                    false
+                }
                 () = self.cx.cancel.cancelled() => true,
             }
         };

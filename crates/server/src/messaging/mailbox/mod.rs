@@ -158,6 +158,7 @@ struct Running {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     state: watch::Receiver<WatcherState>,
+    poke: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for Watchers {
@@ -178,6 +179,8 @@ pub(crate) struct Context {
     pub tx: mpsc::Sender<ActivationMail>,
     pub cancel: CancellationToken,
     pub state: Arc<watch::Sender<WatcherState>>,
+    /// Woken by [`Watchers::poke`]: look at the mailbox now (the mail server's push hook).
+    pub poke: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -255,8 +258,10 @@ impl Watchers {
             tx: self.tx.clone(),
             cancel: CancellationToken::new(),
             state: Arc::new(state_tx),
+            poke: Arc::new(tokio::sync::Notify::new()),
         };
         let cancel = cx.cancel.clone();
+        let poke = cx.poke.clone();
         let task = match &self.store {
             Store::Maildir(shared) => {
                 let watch = shared.prepare(&email)?;
@@ -271,6 +276,7 @@ impl Watchers {
                 cancel,
                 task,
                 state: state_rx,
+                poke,
             },
         );
         Ok(true)
@@ -290,6 +296,22 @@ impl Watchers {
         }
         stop(&email, r).await;
         true
+    }
+
+    /// Tells `email`'s watcher to look at the mailbox now instead of waiting for IMAP IDLE
+    /// (which Dovecot holds for 500 ms): what the mail server's push hook calls. Returns
+    /// whether that mailbox is watched.
+    pub fn poke(&self, email: &str) -> bool {
+        let Ok(email) = normalize(email) else {
+            return false;
+        };
+        match self.lock().get(&email) {
+            Some(r) => {
+                r.poke.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The addresses being watched.
