@@ -209,20 +209,31 @@ pub async fn run(args: Args) -> Result<()> {
     running.shutdown().await;
     println!();
     println!("What to try next:");
-    println!(
-        "  bramble serve                                   run the server (data in ./bramble-data)"
-    );
-    println!(
-        "  bramble admin user add bob@example.com          add a user (while the server runs)"
-    );
-    println!("  bramble admin user list                         see users and their status");
-    println!(
-        "  bramble device --home ./phone pin               make a phone identity and show its PIN"
-    );
-    println!(
-        "  bramble device --home ./phone connect           connect it to the relay (127.0.0.1:4101)"
-    );
-    println!("  bramble relay --data ./bramble-relay srp list   a stand-alone relay's SRP ids");
+    for (cmd, what) in [
+        ("bramble serve", "run the server (data in ./bramble-data)"),
+        (
+            "bramble admin user add bob@example.com",
+            "add a user (while the server runs)",
+        ),
+        (
+            "bramble admin user activation-password bob@example.com --generate",
+            "a one-time activation password",
+        ),
+        (
+            "bramble device --home ./phone activate bob@example.com PASSWORD",
+            "activate a phone (relay 127.0.0.1:4101)",
+        ),
+        (
+            "bramble device --home ./phone ping",
+            "a sealed round trip to the server",
+        ),
+        (
+            "bramble admin user show bob@example.com",
+            "the status timeline",
+        ),
+    ] {
+        println!("  {cmd:<68} {what}");
+    }
     Ok(())
 }
 
