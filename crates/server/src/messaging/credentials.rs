@@ -84,13 +84,6 @@ impl Credentials {
         PasswordLookup::new(move |email| cache.read().ok().and_then(|c| c.get(email).cloned()))
     }
 
-    /// Whether a password is known for `email`.
-    pub fn has(&self, email: &str) -> bool {
-        self.cache
-            .read()
-            .is_ok_and(|c| c.contains_key(&email.trim().to_lowercase()))
-    }
-
     /// Encrypts and stores `password` for `email`, and uses it from now on.
     ///
     /// # Errors
