@@ -4,6 +4,10 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=schema/bramble.proto");
     let fds = protox::compile(["bramble.proto"], ["schema"])?;
-    prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
+    prost_build::Config::new()
+        .bytes(["."])
+        // MailItem is large; boxed so every Envelope does not carry its size.
+        .boxed(".bramble.v1.Envelope.body.mail_item")
+        .compile_fds(fds)?;
     Ok(())
 }
