@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use bramble_server::admin::{ClientFile, UserView};
+use bramble_store::{FilterAction, FilterConditions};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -43,6 +44,11 @@ enum Cmd {
     User {
         #[command(subcommand)]
         command: UserCmd,
+    },
+    /// Push-mail filters: the global ones (checked first) and each user's own.
+    Filter {
+        #[command(subcommand)]
+        command: FilterCmd,
     },
 }
 
@@ -91,6 +97,254 @@ enum UserCmd {
         #[arg(long)]
         max_attempts: Option<u32>,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum FilterCmd {
+    /// Add a filter: a global one, or a user's own with --user.
+    ///
+    /// The global filters are checked first, then the user's own; the first enabled filter
+    /// that matches a new message decides what becomes of it, and a message no filter matches
+    /// is forwarded as usual.
+    Add {
+        /// A name for it, unique among the filters of its scope.
+        name: String,
+        /// Make it a filter of this user instead of a global one.
+        #[arg(long, value_name = "EMAIL")]
+        user: Option<String>,
+        #[command(flatten)]
+        conditions: ConditionArgs,
+        /// What to do with a matching message.
+        #[arg(long)]
+        action: ActionArg,
+        /// Put it at this place (from 1) instead of last; the filters from there on move down.
+        #[arg(long, value_name = "N")]
+        position: Option<u32>,
+        /// Add it switched off.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List the global filters, or a user's own with --user, in the order they are checked.
+    List {
+        /// List this user's filters instead of the global ones.
+        #[arg(long, value_name = "EMAIL")]
+        user: Option<String>,
+    },
+    /// Show one filter.
+    Show {
+        /// The filter's id, as `filter list` shows it.
+        id: i64,
+    },
+    /// Change a filter's name, conditions or action, or switch it on or off.
+    ///
+    /// What is not given stays as it is. An empty pattern (--from '') removes that condition;
+    /// --importance any removes the importance condition.
+    #[command(group(
+        clap::ArgGroup::new("change")
+            .required(true)
+            .multiple(true)
+            .args(["name", "from", "to", "cc", "subject", "importance", "action", "enable", "disable"])
+    ))]
+    Edit {
+        /// The filter's id, as `filter list` shows it.
+        id: i64,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        conditions: ConditionArgs,
+        /// A new action.
+        #[arg(long)]
+        action: Option<ActionArg>,
+        /// Switch it on.
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Switch it off (it is kept, and skipped).
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Move a filter to another place (from 1) among the filters of its scope.
+    Move {
+        /// The filter's id, as `filter list` shows it.
+        id: i64,
+        /// The new place, from 1; past the end means last.
+        position: u32,
+    },
+    /// Remove a filter; the filters after it move up.
+    Remove {
+        /// The filter's id, as `filter list` shows it.
+        id: i64,
+    },
+}
+
+/// A filter's conditions. A pattern is a case-insensitive substring in which `*` stands for
+/// any run of characters and `?` for one (at most 256 bytes); every condition given must match.
+#[derive(Debug, clap::Args)]
+struct ConditionArgs {
+    /// Match the sender (its name and address), e.g. '*@example.com'.
+    #[arg(long, value_name = "PATTERN")]
+    from: Option<String>,
+    /// Match one of the To addresses.
+    #[arg(long, value_name = "PATTERN")]
+    to: Option<String>,
+    /// Match one of the Cc addresses.
+    #[arg(long, value_name = "PATTERN")]
+    cc: Option<String>,
+    /// Match the subject.
+    #[arg(long, value_name = "PATTERN")]
+    subject: Option<String>,
+    /// Match only messages of this importance (any: every importance).
+    #[arg(long)]
+    importance: Option<ImportanceArg>,
+}
+
+impl ConditionArgs {
+    /// The conditions as JSON: for `add`, only those given; for `edit`, those given, with an
+    /// empty pattern (or importance `any`) as null, which removes the condition.
+    fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (key, value) in [
+            ("from", &self.from),
+            ("to", &self.to),
+            ("cc", &self.cc),
+            ("subject", &self.subject),
+        ] {
+            if let Some(v) = value {
+                let v = if v.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    v.as_str().into()
+                };
+                out.insert(key.to_owned(), v);
+            }
+        }
+        if let Some(i) = self.importance {
+            out.insert("importance".to_owned(), i.as_json());
+        }
+        out
+    }
+}
+
+/// `--action`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ActionArg {
+    /// Forward it as usual.
+    Forward,
+    /// Forward it with priority.
+    #[value(alias = "forward-with-priority")]
+    Priority,
+    /// Do not forward it; it stays in the mailbox.
+    #[value(alias = "do-not-forward")]
+    Drop,
+}
+
+impl ActionArg {
+    fn as_api(self) -> &'static str {
+        match self {
+            ActionArg::Forward => FilterAction::Forward.as_str(),
+            ActionArg::Priority => FilterAction::ForwardWithPriority.as_str(),
+            ActionArg::Drop => FilterAction::DoNotForward.as_str(),
+        }
+    }
+}
+
+/// `--importance`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ImportanceArg {
+    High,
+    Normal,
+    Low,
+    /// No importance condition.
+    Any,
+}
+
+impl ImportanceArg {
+    fn as_json(self) -> serde_json::Value {
+        match self {
+            ImportanceArg::High => "high".into(),
+            ImportanceArg::Normal => "normal".into(),
+            ImportanceArg::Low => "low".into(),
+            ImportanceArg::Any => serde_json::Value::Null,
+        }
+    }
+}
+
+/// A push-mail filter as the API shows it (`GET /filters/{id}`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct FilterView {
+    /// The filter's number.
+    pub id: i64,
+    /// "global" or "user".
+    pub scope: String,
+    /// The user's address, for a user's filter.
+    pub user: Option<String>,
+    /// Its place in its scope, from 1.
+    pub position: u32,
+    /// Its name.
+    pub name: String,
+    /// Whether it is in force.
+    pub enabled: bool,
+    /// Its conditions.
+    pub conditions: FilterConditions,
+    /// Its action.
+    pub action: FilterAction,
+    /// When it was added (RFC 3339).
+    pub created_at: String,
+    /// When it was last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+impl FilterView {
+    /// "the global filters" or "the filters of alice@example.com".
+    fn scope_text(&self) -> String {
+        match &self.user {
+            Some(u) => format!("the filters of {u}"),
+            None => "the global filters".to_owned(),
+        }
+    }
+}
+
+/// The conditions in one line: `from *@x.com, importance high`, or `every message`.
+fn conditions_text(c: &FilterConditions) -> String {
+    let parts: Vec<String> = [
+        ("from", &c.from),
+        ("to", &c.to),
+        ("cc", &c.cc),
+        ("subject", &c.subject),
+        ("importance", &c.importance),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+    .collect();
+    if parts.is_empty() {
+        "every message".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn print_filter(f: &FilterView) {
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("Filter      {} \"{}\"", f.id, f.name);
+    println!(
+        "Scope       {}",
+        f.user
+            .as_deref()
+            .unwrap_or("global (checked before every user's own)")
+    );
+    println!("Position    {}", f.position);
+    println!("Enabled     {}", if f.enabled { "yes" } else { "no" });
+    println!("Action      {}", f.action);
+    println!("From        {}", or_dash(&f.conditions.from));
+    println!("To          {}", or_dash(&f.conditions.to));
+    println!("Cc          {}", or_dash(&f.conditions.cc));
+    println!("Subject     {}", or_dash(&f.conditions.subject));
+    println!(
+        "Importance  {}",
+        f.conditions.importance.as_deref().unwrap_or("any")
+    );
+    println!("Added       {}", f.created_at);
+    println!("Changed     {}", f.updated_at);
 }
 
 /// A connection to the administration API.
@@ -244,12 +498,197 @@ impl Client {
         Ok(())
     }
 
+    /// `GET /filters`, or `GET /users/{email}/filters`.
+    pub async fn list_filters(&self, user: Option<&str>) -> Result<Vec<FilterView>> {
+        Ok(self
+            .call(Method::GET, &filters_path(user), None)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// `POST /filters`, or `POST /users/{email}/filters`.
+    pub async fn add_filter(
+        &self,
+        user: Option<&str>,
+        body: serde_json::Value,
+    ) -> Result<FilterView> {
+        self.call(Method::POST, &filters_path(user), Some(body))
+            .await?
+            .context("empty answer")
+    }
+
+    /// `GET /filters/{id}`.
+    pub async fn filter(&self, id: i64) -> Result<FilterView> {
+        self.call(Method::GET, &format!("/filters/{id}"), None)
+            .await?
+            .context("empty answer")
+    }
+
+    /// `PATCH /filters/{id}`.
+    pub async fn edit_filter(&self, id: i64, body: serde_json::Value) -> Result<FilterView> {
+        self.call(Method::PATCH, &format!("/filters/{id}"), Some(body))
+            .await?
+            .context("empty answer")
+    }
+
+    /// `POST /filters/{id}/move`.
+    pub async fn move_filter(&self, id: i64, position: u32) -> Result<FilterView> {
+        self.call(
+            Method::POST,
+            &format!("/filters/{id}/move"),
+            Some(serde_json::json!({ "position": position })),
+        )
+        .await?
+        .context("empty answer")
+    }
+
+    /// `DELETE /filters/{id}`.
+    pub async fn remove_filter(&self, id: i64) -> Result<()> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/filters/{id}"), None)
+            .await?;
+        Ok(())
+    }
+
     /// `GET /status`.
     pub async fn status(&self) -> Result<serde_json::Value> {
         self.call(Method::GET, "/status", None)
             .await?
             .context("empty answer")
     }
+}
+
+/// The API path of a scope's filters.
+fn filters_path(user: Option<&str>) -> String {
+    match user {
+        Some(u) => format!("/users/{}/filters", encode(u)),
+        None => "/filters".to_owned(),
+    }
+}
+
+async fn filter(client: &Client, json: bool, command: FilterCmd) -> Result<()> {
+    match command {
+        FilterCmd::Add {
+            name,
+            user,
+            conditions,
+            action,
+            position,
+            disabled,
+        } => {
+            let mut body = serde_json::json!({
+                "name": name,
+                "conditions": conditions.to_json(),
+                "action": action.as_api(),
+                "enabled": !disabled,
+            });
+            if let Some(p) = position {
+                body["position"] = p.into();
+            }
+            let f = client.add_filter(user.as_deref(), body).await?;
+            if json {
+                return output::json(&f);
+            }
+            println!(
+                "Added filter {} \"{}\" at position {} of {}.",
+                f.id,
+                f.name,
+                f.position,
+                f.scope_text()
+            );
+            print_filter(&f);
+        }
+        FilterCmd::List { user } => {
+            let list = client.list_filters(user.as_deref()).await?;
+            if json {
+                return output::json(&list);
+            }
+            if list.is_empty() {
+                match &user {
+                    Some(u) => println!(
+                        "{u} has no filters of their own. Add one with: bramble admin filter add NAME --user {u} --action forward|priority|drop [--from PATTERN …]"
+                    ),
+                    None => println!(
+                        "No global filters. Add one with: bramble admin filter add NAME --action forward|priority|drop [--from PATTERN …]"
+                    ),
+                }
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.id.to_string(),
+                        f.position.to_string(),
+                        f.name.clone(),
+                        if f.enabled { "yes" } else { "no" }.to_owned(),
+                        f.action.to_string(),
+                        conditions_text(&f.conditions),
+                    ]
+                })
+                .collect();
+            output::table(
+                &["ID", "POS", "NAME", "ENABLED", "ACTION", "CONDITIONS"],
+                &rows,
+            );
+        }
+        FilterCmd::Show { id } => {
+            let f = client.filter(id).await?;
+            if json {
+                return output::json(&f);
+            }
+            print_filter(&f);
+        }
+        FilterCmd::Edit {
+            id,
+            name,
+            conditions,
+            action,
+            enable,
+            disable,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(n) = name {
+                body.insert("name".to_owned(), n.into());
+            }
+            let c = conditions.to_json();
+            if !c.is_empty() {
+                body.insert("conditions".to_owned(), c.into());
+            }
+            if let Some(a) = action {
+                body.insert("action".to_owned(), a.as_api().into());
+            }
+            if enable || disable {
+                body.insert("enabled".to_owned(), enable.into());
+            }
+            let f = client.edit_filter(id, body.into()).await?;
+            if json {
+                return output::json(&f);
+            }
+            println!("Changed filter {} \"{}\".", f.id, f.name);
+            print_filter(&f);
+        }
+        FilterCmd::Move { id, position } => {
+            let f = client.move_filter(id, position).await?;
+            if json {
+                return output::json(&f);
+            }
+            println!(
+                "Filter {} \"{}\" is now at position {} of {}.",
+                f.id,
+                f.name,
+                f.position,
+                f.scope_text()
+            );
+        }
+        FilterCmd::Remove { id } => {
+            client.remove_filter(id).await?;
+            if json {
+                return output::json(&serde_json::json!({ "removed": id }));
+            }
+            println!("Removed filter {id}.");
+        }
+    }
+    Ok(())
 }
 
 /// Percent-encodes a path segment.
@@ -292,6 +731,7 @@ pub async fn run(args: Args) -> Result<()> {
             println!("users      {}", s["users"]);
             println!("devices    {}", s["devices"]);
         }
+        Cmd::Filter { command } => filter(&client, args.json, command).await?,
         Cmd::User { command } => match command {
             UserCmd::Add { email, name } => {
                 let u = client.add_user(&email, name.as_deref()).await?;

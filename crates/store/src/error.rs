@@ -95,6 +95,29 @@ pub enum StoreError {
         pin: u32,
     },
 
+    /// A push-mail filter's name, pattern, importance or position is not one the store keeps.
+    #[error("the filter cannot be saved: {reason}")]
+    InvalidFilter {
+        /// What is wrong, and what is allowed.
+        reason: String,
+    },
+
+    /// The scope already has a filter of this name (names are compared in any case).
+    #[error("{scope} already have one named {name:?}; choose another name")]
+    FilterExists {
+        /// The name asked for.
+        name: String,
+        /// The scope in words: "the global filters", "the filters of alice@example.com".
+        scope: String,
+    },
+
+    /// No push-mail filter has this id.
+    #[error("no filter with id {id}")]
+    NoSuchFilter {
+        /// The id asked for.
+        id: i64,
+    },
+
     /// A number is larger than the database can hold (it keeps 64-bit signed integers).
     #[error("{what} {value} is too large for the database (at most 9223372036854775807)")]
     OutOfRange {

@@ -22,6 +22,8 @@
 mod activation;
 mod devices;
 mod error;
+mod filters;
+mod mail;
 mod model;
 mod server;
 mod target;
@@ -35,6 +37,11 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
 pub use error::StoreError;
+pub use filters::{
+    FILTER_IMPORTANCES, Filter, FilterAction, FilterConditions, FilterScope, FilterUpdate,
+    MAX_FILTER_NAME, MAX_FILTER_PATTERN, NewFilter, ParseFilterActionError,
+};
+pub use mail::{MailItemRow, MailSettings, NewMailItem, OutboxRow};
 pub use model::{
     Activation, Device, NewDevice, ParseUserStatusError, ServerIdentity, StatusEvent, User,
     UserStatus,

@@ -6,6 +6,7 @@
 
 mod config;
 mod demo;
+mod filters;
 mod relay_device;
 mod serve;
 mod usage;

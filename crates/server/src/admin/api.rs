@@ -9,7 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bramble_proto::Pin;
-use bramble_store::{StatusEvent, User};
+use bramble_store::{
+    Filter, FilterAction, FilterConditions, FilterScope, FilterUpdate, NewFilter,
+    ParseFilterActionError, StatusEvent, StoreError, User,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{AdminState, ApiError};
@@ -36,6 +39,16 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route(
             "/users/{email}/activation-password",
             axum::routing::post(set_activation_password),
+        )
+        .route("/filters", get(list_global_filters).post(add_global_filter))
+        .route(
+            "/filters/{id}",
+            get(show_filter).patch(edit_filter).delete(delete_filter),
+        )
+        .route("/filters/{id}/move", axum::routing::post(move_filter))
+        .route(
+            "/users/{email}/filters",
+            get(list_user_filters).post(add_user_filter),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
@@ -450,5 +463,311 @@ async fn set_mail_password(
             tracing::warn!(user = %user.email, "cannot watch the mailbox: {e}");
         }
     }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- push-mail filters (BES "global filters" and user filters) ----
+
+/// A push-mail filter as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FilterView {
+    /// The filter's number, what the other filter routes name it by.
+    pub id: i64,
+    /// "global" or "user".
+    pub scope: String,
+    /// The user's address, for a user's filter.
+    pub user: Option<String>,
+    /// Its place among the filters of its scope, from 1; the first matching enabled filter
+    /// decides, global filters before the user's.
+    pub position: u32,
+    /// Its name, unique within its scope.
+    pub name: String,
+    /// A disabled filter is skipped.
+    pub enabled: bool,
+    /// Patterns (case-insensitive substrings, `*` and `?` wildcards) and the importance; null
+    /// is no condition.
+    pub conditions: FilterConditions,
+    /// "forward", "forward_with_priority" or "do_not_forward".
+    pub action: FilterAction,
+    /// When it was added (RFC 3339).
+    pub created_at: String,
+    /// When it was last changed or moved (RFC 3339).
+    pub updated_at: String,
+}
+
+impl From<Filter> for FilterView {
+    fn from(f: Filter) -> FilterView {
+        let (scope, user) = match f.scope {
+            FilterScope::Global => ("global", None),
+            FilterScope::User(email) => ("user", Some(email)),
+        };
+        FilterView {
+            id: f.id,
+            scope: scope.to_owned(),
+            user,
+            position: f.position,
+            name: f.name,
+            enabled: f.enabled,
+            conditions: f.conditions,
+            action: f.action,
+            created_at: time(f.created_at_ms),
+            updated_at: time(f.updated_at_ms),
+        }
+    }
+}
+
+/// The conditions of `POST …/filters`: a pattern or importance, or null (or absent) for none.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionsRequest {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    cc: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    importance: Option<String>,
+}
+
+/// `POST /filters` and `POST /users/{email}/filters`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFilterRequest {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    conditions: ConditionsRequest,
+    #[serde(default)]
+    action: Option<String>,
+    /// From 1; absent: last.
+    #[serde(default)]
+    position: Option<u32>,
+    /// Default true.
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+/// Tells an absent field (`None`) from a null one (`Some(None)`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The conditions of `PATCH /filters/{id}`: absent stays, null (or "") removes, a value sets.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionsPatch {
+    #[serde(default, deserialize_with = "present")]
+    from: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    to: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    cc: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    subject: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    importance: Option<Option<String>>,
+}
+
+/// `PATCH /filters/{id}`: what is absent stays as it is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterPatch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    conditions: ConditionsPatch,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+/// `POST /filters/{id}/move`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveRequest {
+    position: u32,
+}
+
+/// Answers the filter errors of the store in the API's shape; the rest as usual.
+fn filter_error(e: StoreError) -> ApiError {
+    match &e {
+        StoreError::InvalidFilter { .. } => bad(e.to_string()),
+        StoreError::FilterExists { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "filter_exists", e.to_string())
+        }
+        StoreError::NoSuchFilter { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "no_such_filter", e.to_string())
+        }
+        _ => e.into(),
+    }
+}
+
+fn no_filter(id: i64) -> ApiError {
+    filter_error(StoreError::NoSuchFilter { id })
+}
+
+/// A filter id from the path.
+fn filter_id(text: &str) -> Result<i64, ApiError> {
+    text.parse().map_err(|_| {
+        bad(format!(
+            "{text:?} is not a filter id; filter ids are whole numbers, as GET /api/v1/filters \
+             shows them"
+        ))
+    })
+}
+
+fn parse_action(text: Option<&str>) -> Result<Option<FilterAction>, ApiError> {
+    text.map(|a| {
+        a.parse()
+            .map_err(|e: ParseFilterActionError| bad(e.to_string()))
+    })
+    .transpose()
+}
+
+async fn list_global_filters(
+    State(state): State<Arc<AdminState>>,
+) -> Result<Json<Vec<FilterView>>, ApiError> {
+    list_filters(&state, &FilterScope::Global).await
+}
+
+async fn list_user_filters(
+    State(state): State<Arc<AdminState>>,
+    Path(email): Path<String>,
+) -> Result<Json<Vec<FilterView>>, ApiError> {
+    list_filters(&state, &FilterScope::User(email)).await
+}
+
+async fn list_filters(
+    state: &AdminState,
+    scope: &FilterScope,
+) -> Result<Json<Vec<FilterView>>, ApiError> {
+    let list = state
+        .store
+        .list_filters(scope)
+        .await
+        .map_err(filter_error)?;
+    Ok(Json(list.into_iter().map(FilterView::from).collect()))
+}
+
+async fn add_global_filter(
+    State(state): State<Arc<AdminState>>,
+    body: Result<Json<NewFilterRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<FilterView>), ApiError> {
+    add_filter(&state, FilterScope::Global, body).await
+}
+
+async fn add_user_filter(
+    State(state): State<Arc<AdminState>>,
+    Path(email): Path<String>,
+    body: Result<Json<NewFilterRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<FilterView>), ApiError> {
+    add_filter(&state, FilterScope::User(email), body).await
+}
+
+async fn add_filter(
+    state: &AdminState,
+    scope: FilterScope,
+    body: Result<Json<NewFilterRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<FilterView>), ApiError> {
+    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
+    let Some(action) = parse_action(req.action.as_deref())? else {
+        return Err(bad(
+            "give the filter an action: forward, forward_with_priority or do_not_forward",
+        ));
+    };
+    let c = req.conditions;
+    let f = state
+        .store
+        .add_filter(&NewFilter {
+            scope,
+            name: req.name,
+            conditions: FilterConditions {
+                from: c.from,
+                to: c.to,
+                cc: c.cc,
+                subject: c.subject,
+                importance: c.importance,
+            },
+            action,
+            enabled: req.enabled.unwrap_or(true),
+            position: req.position,
+        })
+        .await
+        .map_err(filter_error)?;
+    tracing::info!(filter = f.id, name = %f.name, scope = %f.scope, "filter added");
+    Ok((StatusCode::CREATED, Json(f.into())))
+}
+
+async fn show_filter(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<Json<FilterView>, ApiError> {
+    let id = filter_id(&id)?;
+    let f = state.store.filter(id).await?.ok_or_else(|| no_filter(id))?;
+    Ok(Json(f.into()))
+}
+
+async fn edit_filter(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    body: Result<Json<FilterPatch>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<FilterView>, ApiError> {
+    let id = filter_id(&id)?;
+    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
+    let c = req.conditions;
+    let f = state
+        .store
+        .update_filter(
+            id,
+            &FilterUpdate {
+                name: req.name,
+                from: c.from,
+                to: c.to,
+                cc: c.cc,
+                subject: c.subject,
+                importance: c.importance,
+                action: parse_action(req.action.as_deref())?,
+                enabled: req.enabled,
+            },
+        )
+        .await
+        .map_err(filter_error)?;
+    tracing::info!(filter = f.id, name = %f.name, scope = %f.scope, "filter changed");
+    Ok(Json(f.into()))
+}
+
+async fn move_filter(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+    body: Result<Json<MoveRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<FilterView>, ApiError> {
+    let id = filter_id(&id)?;
+    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
+    let f = state
+        .store
+        .move_filter(id, req.position)
+        .await
+        .map_err(filter_error)?;
+    tracing::info!(filter = f.id, position = f.position, scope = %f.scope, "filter moved");
+    Ok(Json(f.into()))
+}
+
+async fn delete_filter(
+    State(state): State<Arc<AdminState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = filter_id(&id)?;
+    if !state.store.delete_filter(id).await? {
+        return Err(no_filter(id));
+    }
+    tracing::info!(filter = id, "filter removed");
     Ok(StatusCode::NO_CONTENT)
 }

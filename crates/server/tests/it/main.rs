@@ -4,5 +4,6 @@
 mod activation;
 mod admin;
 mod e2e;
+mod filters;
 mod mailbox;
 mod support;

@@ -4,6 +4,7 @@
 
 mod activation;
 mod devices;
+mod filters;
 mod open;
 mod server;
 mod users;
