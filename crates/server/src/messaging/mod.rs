@@ -7,5 +7,6 @@
 
 pub mod activation;
 pub mod credentials;
+pub mod mail;
 pub mod mailbox;
 pub mod push_hook;

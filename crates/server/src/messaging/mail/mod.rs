@@ -1,0 +1,16 @@
+//! Push mail (seed 002, "Email message flow"), both directions.
+//!
+//! - [`content`]: a message from the mailbox, as bytes, turned into what the device sees
+//!   (headers, the first 2 KiB of text, the attachment list), the rest of its text for
+//!   "More", and its attachments. No I/O.
+//! - [`compose`]: a message from the device turned into RFC 5322 bytes for SMTP, with the
+//!   original appended for replies and forwards. No I/O.
+//! - [`filter`]: global and per-user filters deciding whether and how a message is forwarded.
+//!   No I/O.
+//!
+//! Owns: what is forwarded, its RefID, delivery confirmations and resends, the outbox from the
+//! device. Must not touch: sealing (the dispatcher's), SQL (only `bramble-store`).
+
+pub mod compose;
+pub mod content;
+pub mod filter;
