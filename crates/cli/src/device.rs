@@ -1,15 +1,22 @@
 //! `bramble device`: the phone, on the command line. Its identity and local store live in
-//! `--home DIR`.
+//! `--home DIR`; its mail in `DIR/mail.db` (`bramble_device::mail` does the work: this module
+//! parses flags and prints).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use bramble_device::{Device, Incoming};
+use bramble_device::mail::{self, Change, Draft, MailKind, OutboxState};
+use bramble_device::{Device, DeviceError, Incoming, MailEvent};
 use bramble_net::Fingerprint;
 use bramble_proto::schema::envelope::Body;
 
 use crate::output;
+
+/// How long `read --more` waits for the server's answer.
+const MORE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `attachment` waits for the server, from the request and from each piece.
+const ATTACHMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The relay's device port on the same machine.
 pub const DEFAULT_RELAY: &str = "127.0.0.1:4101";
@@ -66,6 +73,125 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
+    /// Fetch new mail from the server, then list the messages on the device.
+    Inbox {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Stop fetching once nothing has arrived for this long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+        wait: Duration,
+    },
+    /// Show a message (and mark it read).
+    Read {
+        /// The message's RefID (from `inbox`).
+        ref_id: u64,
+        /// Fetch the next part of the text from the server first.
+        #[arg(long)]
+        more: bool,
+        /// Fetch all the rest of the text from the server first.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new message and send it.
+    Send {
+        /// A recipient (repeat for more).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        /// A copy recipient (repeat for more).
+        #[arg(long)]
+        cc: Vec<String>,
+        /// A blind copy recipient (repeat for more).
+        #[arg(long)]
+        bcc: Vec<String>,
+        /// The subject.
+        #[arg(long, default_value = "")]
+        subject: String,
+        /// The text.
+        #[arg(long, default_value = "")]
+        body: String,
+        /// How long to wait for the server to send it.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        wait: Duration,
+    },
+    /// Reply to a message (the server adds the original).
+    Reply {
+        /// The message's RefID.
+        ref_id: u64,
+        /// Reply to all its recipients.
+        #[arg(long)]
+        all: bool,
+        /// The text.
+        #[arg(long)]
+        body: String,
+        /// How long to wait for the server to send it.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        wait: Duration,
+    },
+    /// Forward a message (the server adds the original and its attachments).
+    Forward {
+        /// The message's RefID.
+        ref_id: u64,
+        /// A recipient (repeat for more).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        /// A copy recipient (repeat for more).
+        #[arg(long)]
+        cc: Vec<String>,
+        /// A text before the original.
+        #[arg(long, default_value = "")]
+        body: String,
+        /// How long to wait for the server to send it.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        wait: Duration,
+    },
+    /// Mark a message read, unread, flagged or unflagged (here and in the mailbox).
+    Mark {
+        /// The message's RefID.
+        ref_id: u64,
+        /// What to mark it.
+        how: MarkAs,
+    },
+    /// Delete a message (here and in the mailbox).
+    Delete {
+        /// The message's RefID.
+        ref_id: u64,
+    },
+    /// Move a message to another folder of the mailbox.
+    Move {
+        /// The message's RefID.
+        ref_id: u64,
+        /// The folder.
+        folder: String,
+    },
+    /// Download an attachment of a message into a file.
+    Attachment {
+        /// The message's RefID.
+        ref_id: u64,
+        /// The attachment's number (from `read`).
+        index: u32,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List the messages written on this device and what became of them.
+    Outbox {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `mark` sets.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MarkAs {
+    Read,
+    Unread,
+    Flagged,
+    Unflagged,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -90,7 +216,19 @@ pub async fn run(args: Args) -> Result<()> {
     // `pin` and `status` leave the device as it was.
     let connects = matches!(
         args.command,
-        Cmd::Connect { .. } | Cmd::Ping { .. } | Cmd::Activate { .. }
+        Cmd::Connect { .. }
+            | Cmd::Ping { .. }
+            | Cmd::Activate { .. }
+            | Cmd::Inbox { .. }
+            | Cmd::Read { more: true, .. }
+            | Cmd::Read { all: true, .. }
+            | Cmd::Send { .. }
+            | Cmd::Reply { .. }
+            | Cmd::Forward { .. }
+            | Cmd::Mark { .. }
+            | Cmd::Delete { .. }
+            | Cmd::Move { .. }
+            | Cmd::Attachment { .. }
     );
     let explicit = args.relay.is_some() || args.fingerprint.is_some();
     if (connects || explicit)
@@ -155,6 +293,9 @@ pub async fn run(args: Args) -> Result<()> {
             );
         }
         Cmd::Connect { r#for } => {
+            // Mail that arrives is stored and confirmed, not just shown: the relay forgets
+            // what was acked.
+            let store = device.mail_store().await?;
             let mut conn = device.connect().await?;
             println!(
                 "Connected to the relay as PIN {}; {} frame(s) were waiting.",
@@ -175,7 +316,17 @@ pub async fn run(args: Args) -> Result<()> {
                 };
                 match got {
                     None => break,
-                    Some(Ok(item)) => print_incoming(&item),
+                    Some(Ok(item)) => {
+                        let event = if conn.device().server().is_some() {
+                            mail::handle_and_answer(&mut conn, &store, &item).await?
+                        } else {
+                            MailEvent::NotMail
+                        };
+                        match event {
+                            MailEvent::NotMail => print_incoming(&item),
+                            other => println!("{}", describe(&other)),
+                        }
+                    }
                     Some(Err(e)) => return Err(e.into()),
                 }
             }
@@ -199,6 +350,7 @@ pub async fn run(args: Args) -> Result<()> {
             if device.status().server.is_none() {
                 return Err(bramble_device::DeviceError::NotActivated.into());
             }
+            let store = device.mail_store().await?;
             let mut conn = device.connect().await?;
             for i in 1..=count {
                 let rtt = conn.ping(&format!("ping {i}")).await?;
@@ -207,10 +359,529 @@ pub async fn run(args: Args) -> Result<()> {
                     rtt.as_secs_f64() * 1000.0
                 );
             }
+            // Whatever arrived meanwhile (acked already) is stored and confirmed.
+            while let Ok(item) = tokio::time::timeout(Duration::from_millis(100), conn.recv()).await
+            {
+                mail::handle_and_answer(&mut conn, &store, &item?).await?;
+            }
             conn.close().await;
+        }
+        Cmd::Inbox { json, wait } => inbox(&mut device, json, wait).await?,
+        Cmd::Read {
+            ref_id,
+            more,
+            all,
+            json,
+        } => read(&mut device, ref_id, more || all, all, json).await?,
+        Cmd::Send {
+            to,
+            cc,
+            bcc,
+            subject,
+            body,
+            wait,
+        } => {
+            let draft = Draft {
+                kind: MailKind::MailNew,
+                original_ref_id: 0,
+                to,
+                cc,
+                bcc,
+                subject,
+                body,
+            };
+            submit(&mut device, draft, wait).await?;
+        }
+        Cmd::Reply {
+            ref_id,
+            all,
+            body,
+            wait,
+        } => {
+            let store = device.mail_store().await?;
+            let own = device.profile().map(|p| p.email.clone());
+            let draft = store
+                .reply_draft(ref_id, all, &body, own.as_deref())
+                .await?;
+            submit(&mut device, draft, wait).await?;
+        }
+        Cmd::Forward {
+            ref_id,
+            to,
+            cc,
+            body,
+            wait,
+        } => {
+            let store = device.mail_store().await?;
+            let draft = store.forward_draft(ref_id, &to, &cc, &body).await?;
+            submit(&mut device, draft, wait).await?;
+        }
+        Cmd::Mark { ref_id, how } => {
+            let (change, done) = match how {
+                MarkAs::Read => (Change::Seen(true), "marked read"),
+                MarkAs::Unread => (Change::Seen(false), "marked unread"),
+                MarkAs::Flagged => (Change::Flagged(true), "flagged"),
+                MarkAs::Unflagged => (Change::Flagged(false), "unflagged"),
+            };
+            change_message(&mut device, ref_id, change, done).await?;
+        }
+        Cmd::Delete { ref_id } => {
+            change_message(&mut device, ref_id, Change::Deleted(true), "deleted").await?;
+        }
+        Cmd::Move { ref_id, folder } => {
+            let done = format!("moved to {folder}");
+            change_message(&mut device, ref_id, Change::MovedTo(folder), &done).await?;
+        }
+        Cmd::Attachment { ref_id, index, out } => {
+            let store = device.mail_store().await?;
+            let saved = if store.attachment_ready(ref_id, index).await? {
+                store.save_attachment(ref_id, index, &out).await?
+            } else {
+                require_activated(&device)?;
+                // Refuse at once what cannot be fetched, before trying the relay.
+                let m = store.message(ref_id).await?;
+                if !m.attachments.iter().any(|a| a.index == index) {
+                    return Err(DeviceError::NoSuchAttachment { ref_id, index }.into());
+                }
+                let mut conn = device.connect().await?;
+                mail::send_pending(&mut conn, &store).await?;
+                let saved = mail::fetch_attachment(
+                    &mut conn,
+                    &store,
+                    ref_id,
+                    index,
+                    &out,
+                    ATTACHMENT_TIMEOUT,
+                )
+                .await;
+                conn.close().await;
+                saved?
+            };
+            println!(
+                "Saved {} ({}, {}) to {}",
+                saved.name,
+                size_text(saved.size),
+                if saved.content_type.is_empty() {
+                    "unknown type"
+                } else {
+                    &saved.content_type
+                },
+                saved.path.display()
+            );
+        }
+        Cmd::Outbox { json } => {
+            let store = device.mail_store().await?;
+            let entries = store.outbox().await?;
+            if json {
+                return output::json(&entries);
+            }
+            if entries.is_empty() {
+                println!("The outbox is empty.");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.client_id.to_string(),
+                        e.kind.to_owned(),
+                        e.state.to_string(),
+                        short(&e.to.join(", "), 30),
+                        short(&e.subject, 40),
+                        output::time_ms(Some(e.updated_ms)),
+                        short(&e.message, 60),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "ID",
+                    "KIND",
+                    "STATE",
+                    "TO",
+                    "SUBJECT",
+                    "UPDATED",
+                    "SERVER SAYS",
+                ],
+                &rows,
+            );
         }
     }
     Ok(())
+}
+
+/// Mail needs an enterprise server: say so before trying the relay.
+fn require_activated(device: &Device) -> Result<(), DeviceError> {
+    if device.server().is_none() {
+        return Err(DeviceError::NotActivated);
+    }
+    Ok(())
+}
+
+/// `inbox`: fetch (when the relay can be reached), then list what is on the device.
+async fn inbox(device: &mut Device, json: bool, wait: Duration) -> Result<()> {
+    require_activated(device)?;
+    let store = device.mail_store().await?;
+    let mut report = None;
+    match device.connect().await {
+        Ok(mut conn) => {
+            let synced = mail::sync(&mut conn, &store, wait).await;
+            conn.close().await;
+            match synced {
+                Ok(r) => report = Some(r),
+                Err(e) if e.is_transient() => {
+                    eprintln!("bramble: {e} Showing what is on the device.");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) if e.is_transient() => eprintln!("bramble: {e} Showing what is on the device."),
+        Err(e) => return Err(e.into()),
+    }
+    let messages = store.inbox().await?;
+    if json {
+        return output::json(&serde_json::json!({
+            "online": report.is_some(),
+            "new_messages": report.as_ref().map_or(0, |r| r.new_messages),
+            "messages": messages,
+        }));
+    }
+    if let Some(r) = &report {
+        print_sync(r);
+    }
+    if messages.is_empty() {
+        println!("No messages.");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = messages
+        .iter()
+        .map(|m| {
+            let mut state = vec![if m.seen { "read" } else { "new" }];
+            if m.flagged {
+                state.push("flagged");
+            }
+            if m.priority {
+                state.push("priority");
+            }
+            vec![
+                m.ref_id.to_string(),
+                state.join(","),
+                output::time_ms(m.date_ms.or(Some(m.received_ms))),
+                short(&m.from, 30),
+                short(&m.subject, 50),
+                if m.attachments > 0 {
+                    m.attachments.to_string()
+                } else {
+                    String::new()
+                },
+                if m.more { "more".into() } else { String::new() },
+                if m.folder == mail::INBOX {
+                    String::new()
+                } else {
+                    short(&m.folder, 20)
+                },
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "REFID", "STATE", "DATE", "FROM", "SUBJECT", "ATT", "TEXT", "FOLDER",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// What a sync did, in a line or two (nothing when nothing happened).
+fn print_sync(r: &mail::SyncReport) {
+    let mut parts = Vec::new();
+    if r.new_messages > 0 {
+        parts.push(format!("{} new message(s)", r.new_messages));
+    }
+    if r.sent > 0 {
+        parts.push(format!("{} sent", r.sent));
+    }
+    if r.failed > 0 {
+        parts.push(format!("{} failed to send (see `outbox`)", r.failed));
+    }
+    if r.changes_received > 0 {
+        parts.push(format!("{} change(s) from the mailbox", r.changes_received));
+    }
+    if !parts.is_empty() {
+        println!("{}.", parts.join(", "));
+    }
+}
+
+/// `read`: optionally fetch more text, mark read, print.
+async fn read(device: &mut Device, ref_id: u64, more: bool, all: bool, json: bool) -> Result<()> {
+    let store = device.mail_store().await?;
+    let m = store.message(ref_id).await?;
+    if !m.seen {
+        // Marked here at once; the mailbox learns it on the next connection.
+        store.mark(ref_id, Change::Seen(true)).await?;
+    }
+    let m = if more && m.more {
+        require_activated(device)?;
+        let mut conn = device.connect().await?;
+        let fetched = async {
+            mail::send_pending(&mut conn, &store).await?;
+            mail::request_more(&mut conn, &store, ref_id, all, MORE_TIMEOUT).await
+        }
+        .await;
+        conn.close().await;
+        fetched?
+    } else {
+        store.message(ref_id).await?
+    };
+    if json {
+        return output::json(&m);
+    }
+    println!("From:        {}", m.from);
+    if !m.to.is_empty() {
+        println!("To:          {}", m.to.join(", "));
+    }
+    if !m.cc.is_empty() {
+        println!("Cc:          {}", m.cc.join(", "));
+    }
+    if !m.reply_to.is_empty() {
+        println!("Reply-To:    {}", m.reply_to);
+    }
+    println!("Subject:     {}", m.subject);
+    println!(
+        "Date:        {}",
+        output::time_ms(m.date_ms.or(Some(m.received_ms)))
+    );
+    if m.folder != mail::INBOX {
+        println!("Folder:      {}", m.folder);
+    }
+    let mut flags = Vec::new();
+    if m.flagged {
+        flags.push("flagged".to_owned());
+    }
+    if m.priority {
+        flags.push("priority".to_owned());
+    }
+    if m.importance != "normal" {
+        flags.push(format!("{} importance", m.importance));
+    }
+    if !flags.is_empty() {
+        println!("Flags:       {}", flags.join(", "));
+    }
+    println!("RefID:       {}", m.ref_id);
+    println!();
+    println!("{}", m.text);
+    if m.more {
+        println!();
+        println!(
+            "[More: {} of {} bytes are on the device. `bramble device read {} --more` fetches \
+             the next part, --all the rest.]",
+            m.text.len(),
+            m.text_total,
+            m.ref_id
+        );
+    } else if m.truncated {
+        println!();
+        println!(
+            "[The rest of this message ({} bytes in all) is more than the device keeps.]",
+            m.text_total
+        );
+    }
+    if !m.attachments.is_empty() {
+        println!();
+        println!("Attachments:");
+        for a in &m.attachments {
+            println!(
+                "  {}  {}  ({}, {})",
+                a.index,
+                a.name,
+                if a.content_type.is_empty() {
+                    "unknown type"
+                } else {
+                    &a.content_type
+                },
+                size_text(a.size)
+            );
+        }
+        println!(
+            "  (`bramble device attachment {} N --out FILE` downloads one)",
+            m.ref_id
+        );
+    }
+    if !m.notes.is_empty() {
+        println!();
+        for n in &m.notes {
+            println!("Note: {n}");
+        }
+    }
+    Ok(())
+}
+
+/// `send`, `reply`, `forward`: into the outbox, then to the server, waiting up to `wait` for
+/// it to be sent.
+async fn submit(device: &mut Device, draft: Draft, wait: Duration) -> Result<()> {
+    require_activated(device)?;
+    let store = device.mail_store().await?;
+    let submit = store.compose(&draft).await?;
+    let id = submit.client_id;
+    let kept = "The message is kept in the outbox and will be sent on the next connection.";
+    let mut conn = match device.connect().await {
+        Ok(c) => c,
+        Err(e) if e.is_transient() => {
+            println!("Not sent yet: {e}");
+            println!("{kept}");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let waited = mail::wait_for_submit(&mut conn, &store, id, wait, |e| match e.state {
+        OutboxState::Accepted => println!("Accepted by the server"),
+        OutboxState::Sent => println!("Sent"),
+        OutboxState::Failed => println!("Failed: {}", e.message),
+        OutboxState::Queued => {}
+    })
+    .await;
+    conn.close().await;
+    match waited {
+        Ok(entry) => match entry.state {
+            OutboxState::Sent => Ok(()),
+            OutboxState::Failed => Err(anyhow::anyhow!("the message was not sent")),
+            OutboxState::Accepted => {
+                println!(
+                    "Not sent yet after {}: the server will send it (`bramble device outbox` \
+                     shows what became of it).",
+                    humantime::format_duration(wait)
+                );
+                Ok(())
+            }
+            OutboxState::Queued => {
+                println!(
+                    "No answer from the enterprise server within {}.",
+                    humantime::format_duration(wait)
+                );
+                println!("{kept}");
+                Ok(())
+            }
+        },
+        Err(e) if e.is_transient() => {
+            println!("Not sent yet: {e}");
+            println!("{kept}");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `mark`, `delete`, `move`: on the device at once, then to the server when it can be reached.
+async fn change_message(
+    device: &mut Device,
+    ref_id: u64,
+    change: Change,
+    done: &str,
+) -> Result<()> {
+    let store = device.mail_store().await?;
+    store.mark(ref_id, change).await?;
+    println!("Message {ref_id} {done}.");
+    if device.server().is_none() {
+        return Ok(());
+    }
+    let later = "The mailbox will be updated on the next connection.";
+    match device.connect().await {
+        Ok(mut conn) => {
+            let sent = mail::send_pending(&mut conn, &store).await;
+            conn.close().await;
+            match sent {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_transient() => {
+                    println!("Not connected: {e}\n{later}");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) if e.is_transient() => {
+            println!("Not connected: {e}\n{later}");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A sentence about what a mail envelope did, for `connect`.
+fn describe(event: &MailEvent) -> String {
+    match event {
+        MailEvent::NewMessage { ref_id } => format!("new message {ref_id}"),
+        MailEvent::Duplicate { ref_id } => {
+            format!("message {ref_id} again (already on the device; confirmed again)")
+        }
+        MailEvent::MoreText {
+            ref_id,
+            have,
+            total,
+            ..
+        } => format!("more text of message {ref_id}: {have} of {total} bytes"),
+        MailEvent::MoreFailed { ref_id, error } => {
+            format!("no more text of message {ref_id}: {error}")
+        }
+        MailEvent::AttachmentPiece {
+            ref_id,
+            index,
+            received,
+            total,
+            ..
+        } => format!("attachment {index} of message {ref_id}: {received} of {total} bytes"),
+        MailEvent::AttachmentFailed {
+            ref_id,
+            index,
+            error,
+        } => format!("attachment {index} of message {ref_id} failed: {error}"),
+        MailEvent::Submitted {
+            client_id,
+            state,
+            message,
+        } => {
+            if message.is_empty() {
+                format!("outbox message {client_id}: {state}")
+            } else {
+                format!("outbox message {client_id}: {state}: {message}")
+            }
+        }
+        MailEvent::Changed { ref_id, applied } => {
+            if *applied {
+                format!("message {ref_id} changed in the mailbox")
+            } else {
+                format!("a change to message {ref_id}, which is not on the device")
+            }
+        }
+        MailEvent::Refused { reason } => format!("a mail message was refused: {reason}"),
+        MailEvent::NotMail => "not mail".into(),
+    }
+}
+
+/// `s` cut to `max` characters (with "…"), on one line.
+fn short(s: &str, max: usize) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() <= max {
+        return one_line;
+    }
+    let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A size in bytes, KiB or MiB.
+fn size_text(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let f = n as f64;
+    if n < 1024 {
+        format!("{n} bytes")
+    } else if n < 1 << 20 {
+        format!("{:.1} KiB", f / 1024.0)
+    } else {
+        format!("{:.1} MiB", f / (1024.0 * 1024.0))
+    }
 }
 
 fn print_incoming(item: &Incoming) {

@@ -167,6 +167,40 @@ pub enum DeviceError {
     /// The IT policy did not verify or came from another domain.
     #[error("The IT policy was refused: {0}")]
     PolicyRefused(String),
+    /// The mail store is not a database this build can read, or holds something unreadable.
+    #[error("The mail store on this device is damaged: {0}")]
+    MailStoreDamaged(String),
+    /// The mail store could not be read or written (disk full, permissions, …).
+    #[error("The mail store on this device could not be used: {0}")]
+    MailStore(String),
+    /// No message with this RefID is on the device (never arrived, deleted, or dropped as old).
+    #[error("This message is no longer on the device (RefID {0}).")]
+    MessageNotFound(u64),
+    /// The message has no attachment with this number.
+    #[error("Message {ref_id} has no attachment number {index}.")]
+    NoSuchAttachment {
+        /// The message.
+        ref_id: u64,
+        /// The number asked for.
+        index: u32,
+    },
+    /// An attachment could not be downloaded or saved.
+    #[error("The attachment could not be downloaded: {0}")]
+    AttachmentFailed(String),
+    /// An attachment is larger than the device keeps.
+    #[error("This attachment is too large for the device ({size} bytes; it keeps at most {max}).")]
+    AttachmentTooLarge {
+        /// Its size, bytes.
+        size: u64,
+        /// The most the device keeps, bytes.
+        max: u64,
+    },
+    /// The rest of a message's text could not be fetched.
+    #[error("The rest of the message could not be fetched: {0}")]
+    MoreFailed(String),
+    /// A message the user wrote cannot be sent as it is.
+    #[error("This message cannot be sent: {0}.")]
+    BadDraft(String),
 }
 
 impl DeviceError {

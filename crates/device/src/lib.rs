@@ -8,6 +8,8 @@
 //!   the owner only, the state replaced atomically) holding the relay's address and pinned
 //!   certificate fingerprint, and the binding to its enterprise server — or nothing at all
 //!   with [`Device::in_memory`];
+//! - **its mail** ([`mail`]): the local mail store (`mail.db`), what the server pushes, the
+//!   outbox and the changes to tell the server;
 //! - **its session keys**: the master key of the binding, the transmit sequence numbers it has
 //!   reserved (persisted a block at a time *before* any of them is used, since they are AEAD
 //!   nonces) and the highest number it has received (persisted before a frame is acked, so a
@@ -36,8 +38,10 @@ mod connection;
 mod device;
 mod error;
 mod home;
+pub mod mail;
 
 pub use connection::{Connection, Incoming, PING_TIMEOUT};
 pub use device::{Device, DeviceStatus, TX_BLOCK};
 pub use error::DeviceError;
 pub use home::{IDENTITY_FILE, LOCK_FILE, STATE_FILE};
+pub use mail::{MailEvent, MailStore};

@@ -1,6 +1,7 @@
 //! bramble-device's integration tests: one binary, a module per area.
 
 mod home;
+mod mail;
 mod relay;
 
 use bramble_proto::SrpId;
