@@ -109,9 +109,13 @@ pub struct UplinkConfig {
 }
 
 /// Where users' mailboxes are (`[server.mail]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MailConfig {
+    /// Push mail: send a message to the device again when it has not confirmed it within this
+    /// long (BES: four hours). Default "4h".
+    #[serde(with = "duration_text")]
+    pub resend_after: Duration,
     /// An IMAP server (`host:port`); absent: the embedded Maildir store.
     pub imap: Option<String>,
     /// TLS to the IMAP server: "none" (loopback only), "starttls" or "tls".
@@ -134,7 +138,31 @@ pub struct MailConfig {
     pub push_listen: Option<std::net::SocketAddr>,
 }
 
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            resend_after: Duration::from_secs(4 * 3600),
+            imap: None,
+            imap_tls: None,
+            service_user: None,
+            per_user: false,
+            service_password: None,
+            service_password_file: None,
+            maildir: None,
+            push_listen: None,
+        }
+    }
+}
+
 impl MailConfig {
+    /// The forwarding agent's settings.
+    pub fn agent_config(&self) -> crate::messaging::mail::agent::AgentConfig {
+        crate::messaging::mail::agent::AgentConfig {
+            resend_after: self.resend_after,
+            ..Default::default()
+        }
+    }
+
     /// The Maildir root in effect for `data_dir`.
     pub fn maildir_root(&self, data_dir: &std::path::Path) -> PathBuf {
         self.maildir

@@ -1,6 +1,8 @@
 //! The dispatcher: seals everything the server sends to a device and opens everything a
 //! device sends, with that device's key, then hands the opened message to the component it
-//! is for (in this first version it answers Ping itself).
+//! is for: activation messages to the activation service; delivery confirmations and
+//! messages to send are stored here (before the frame is acknowledged); More, attachments and
+//! changes to messages go to the messaging agent; Ping is answered here.
 //!
 //! Devices are spread over shards by PIN; each shard is one task that owns its devices'
 //! sessions outright, so no lock is held around sealing or opening and frames of one device
@@ -20,7 +22,7 @@ use bramble_proto::seal::{MAX_PLAINTEXT, OpenError, Session};
 use bramble_proto::{Address, Frame, MasterKey, Pin, SrpId};
 use bramble_store::{Store, now_ms};
 use prost::Message;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use crate::ServerEvent;
 use crate::config::DispatcherConfig;
@@ -29,6 +31,32 @@ use crate::router::Router;
 
 /// Commands waiting for one shard, at most.
 const SHARD_DEPTH: usize = 256;
+/// The most RefIDs one delivery confirmation may name.
+const MAX_CONFIRMATIONS: usize = 1000;
+
+/// A device's request for the messaging agent: More, an attachment, or a change to a message.
+#[derive(Debug)]
+pub struct MailRequest {
+    /// The device.
+    pub pin: Pin,
+    /// Its user.
+    pub email: String,
+    /// The frame it came in.
+    pub seq: u64,
+    /// The request.
+    pub env: Envelope,
+}
+
+/// Where the dispatcher hands what it opened, besides answering itself.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// The activation service.
+    pub activation: mpsc::Sender<ActivationInput>,
+    /// The messaging agent's requests (More, attachments, changes).
+    pub mail: mpsc::Sender<MailRequest>,
+    /// Woken when a device's message to send was stored in the outbox.
+    pub outbox: Arc<Notify>,
+}
 
 /// Why a payload could not be sent to a device.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +114,7 @@ impl Dispatcher {
         srp: SrpId,
         events: broadcast::Sender<ServerEvent>,
         cfg: &DispatcherConfig,
-        activation: mpsc::Sender<ActivationInput>,
+        routes: Routes,
     ) -> (Dispatcher, Vec<tokio::task::JoinHandle<()>>) {
         let n = cfg.shards.max(1);
         let mut shards = Vec::with_capacity(n);
@@ -100,7 +128,9 @@ impl Dispatcher {
                 events: events.clone(),
                 sessions: HashMap::new(),
                 seq_block: cfg.seq_block.max(1),
-                activation: activation.clone(),
+                activation: routes.activation.clone(),
+                mail: routes.mail.clone(),
+                outbox: routes.outbox.clone(),
             };
             tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);
@@ -108,7 +138,7 @@ impl Dispatcher {
         (
             Dispatcher {
                 shards: shards.into(),
-                activation,
+                activation: routes.activation,
             },
             tasks,
         )
@@ -179,6 +209,8 @@ struct Shard {
     sessions: HashMap<Pin, DeviceSession>,
     seq_block: u64,
     activation: mpsc::Sender<ActivationInput>,
+    mail: mpsc::Sender<MailRequest>,
+    outbox: Arc<Notify>,
 }
 
 impl Shard {
@@ -254,14 +286,23 @@ impl Shard {
         let opened = self.open(pin, &frame).await;
         match opened {
             Ok((plain, email)) => {
-                // Durable before the relay is told to forget the frame.
+                // What the frame asks for is made durable first (each handler is idempotent,
+                // so a frame handled but not yet recorded as received may come again), then the
+                // sequence number, and only then is the relay told to forget the frame.
+                if let Err(e) = self.handle(pin, seq, &plain, &email).await {
+                    tracing::error!(%pin, seq, "could not store what the device sent, so the frame stays with the relay: {e}");
+                    // the opener marked it seen: start again from the stored window, so the
+                    // relay's next delivery of it is accepted
+                    self.sessions.remove(&pin);
+                    return;
+                }
                 if let Err(e) = self.store.raise_rx_seq(pin.0, seq).await {
                     tracing::error!(%pin, seq, "could not record the frame as received, so it stays with the relay: {e}");
+                    self.sessions.remove(&pin);
                     return;
                 }
                 let _ = self.store.touch_device(pin.0, now_ms()).await;
                 self.count(&email, "frames_received").await;
-                self.handle(pin, seq, &plain).await;
             }
             Err(Rejection::UnknownDevice) => {
                 tracing::warn!(%pin, seq, "dropping a frame from a PIN that has no device on this server");
@@ -320,7 +361,15 @@ impl Shard {
         Err(Rejection::CannotOpen(OpenError::Authentication.to_string()))
     }
 
-    async fn handle(&mut self, pin: Pin, seq: u64, plain: &[u8]) {
+    /// Handles one opened frame. `Err` only when what it asks for could not be stored (the
+    /// frame is then not acknowledged, so the relay delivers it again).
+    async fn handle(
+        &mut self,
+        pin: Pin,
+        seq: u64,
+        plain: &[u8],
+        email: &str,
+    ) -> Result<(), bramble_store::StoreError> {
         let env = match bramble_proto::decode_message::<Envelope>(plain, MAX_PLAINTEXT) {
             Ok(env) => env,
             Err(e) => {
@@ -335,7 +384,7 @@ impl Shard {
                     seq,
                 );
                 let _ = self.send(pin, &report).await;
-                return;
+                return Ok(());
             }
         };
         let (kind, reply) = match env.body {
@@ -373,6 +422,22 @@ impl Shard {
                 tracing::info!(%pin, code = e.code, "the device reported an error: {}", e.message);
                 ("error", None)
             }
+            Some(Body::MailReceived(r)) => {
+                ("mail received", self.mail_received(email, seq, r).await?)
+            }
+            Some(Body::MailSubmit(submit)) => (
+                "mail submit",
+                Some(self.mail_submit(pin, email, seq, submit).await?),
+            ),
+            Some(
+                body @ (Body::MoreRequest(_) | Body::AttachmentRequest(_) | Body::MailChange(_)),
+            ) => {
+                let env = Envelope {
+                    version: env.version,
+                    body: Some(body),
+                };
+                (self.pass_to_agent(pin, email, seq, env).await?, None)
+            }
             Some(_) | None => (
                 "unknown",
                 Some(error_envelope(
@@ -388,6 +453,149 @@ impl Shard {
         {
             tracing::warn!(%pin, "could not answer: {e}");
         }
+        Ok(())
+    }
+
+    /// The device holds these messages (delivery confirmation): recorded, counted.
+    async fn mail_received(
+        &mut self,
+        email: &str,
+        seq: u64,
+        r: schema::MailReceived,
+    ) -> Result<Option<Envelope>, bramble_store::StoreError> {
+        if r.ref_ids.len() > MAX_CONFIRMATIONS {
+            return Ok(Some(error_envelope(
+                schema::ErrorCode::BadRequest,
+                &format!(
+                    "A delivery confirmation names at most {MAX_CONFIRMATIONS} messages; this one named {}.",
+                    r.ref_ids.len()
+                ),
+                seq,
+            )));
+        }
+        let ids: Vec<i64> = r
+            .ref_ids
+            .iter()
+            .filter_map(|&id| i64::try_from(id).ok())
+            .collect();
+        let confirmed = self.store.confirm_mail(email, &ids).await?;
+        if confirmed > 0 {
+            let n = i64::try_from(confirmed).unwrap_or(i64::MAX);
+            for scope in ["global", email] {
+                if let Err(e) = self.store.bump_stat(scope, "delivered", n).await {
+                    tracing::warn!("could not update statistics: {e}");
+                }
+            }
+        }
+        self.event(ServerEvent::MailConfirmed {
+            email: email.to_owned(),
+            ref_ids: r.ref_ids,
+        });
+        Ok(None)
+    }
+
+    /// A message the device wants sent: stored in the outbox (once per client id) before the
+    /// device is told it was accepted; the messaging agent sends it.
+    async fn mail_submit(
+        &mut self,
+        pin: Pin,
+        email: &str,
+        seq: u64,
+        submit: schema::MailSubmit,
+    ) -> Result<Envelope, bramble_store::StoreError> {
+        let client_id = submit.client_id;
+        let answer = |state: schema::SubmitState, message: String, message_id: String| Envelope {
+            version: u32::from(bramble_proto::PROTOCOL_VERSION),
+            body: Some(Body::MailSubmitted(schema::MailSubmitted {
+                client_id,
+                state: state as i32,
+                message,
+                message_id,
+            })),
+        };
+        if client_id == 0 {
+            return Ok(error_envelope(
+                schema::ErrorCode::BadRequest,
+                "A message to send needs a client id other than 0.",
+                seq,
+            ));
+        }
+        let typed = submit.body.len() + submit.subject.len();
+        if typed > crate::messaging::mail::compose::MAX_BODY {
+            return Ok(answer(
+                schema::SubmitState::SubmitFailed,
+                format!(
+                    "The message is too long to send ({typed} bytes of text; at most {}).",
+                    crate::messaging::mail::compose::MAX_BODY
+                ),
+                String::new(),
+            ));
+        }
+        let domain = email.rsplit_once('@').map_or("bramble.invalid", |(_, d)| d);
+        let message_id = format!(
+            "{:016x}.{client_id}.bramble@{domain}",
+            rand::random::<u64>()
+        );
+        let (row, new) = self
+            .store
+            .add_outbox(
+                email,
+                pin.0,
+                client_id,
+                &submit.encode_to_vec(),
+                &message_id,
+            )
+            .await?;
+        self.event(ServerEvent::MailSubmitted {
+            email: email.to_owned(),
+            client_id,
+            new,
+        });
+        if new {
+            self.outbox.notify_one();
+        }
+        let message_id = row.message_id.unwrap_or_default();
+        Ok(match row.state.as_str() {
+            "sent" => answer(schema::SubmitState::SubmitSent, String::new(), message_id),
+            "failed" => answer(
+                schema::SubmitState::SubmitFailed,
+                row.error.unwrap_or_default(),
+                message_id,
+            ),
+            _ => answer(
+                schema::SubmitState::SubmitAccepted,
+                String::new(),
+                message_id,
+            ),
+        })
+    }
+
+    /// More, an attachment, or a change to a message: for the messaging agent, which reads the
+    /// mailbox. A change is stored before the frame is acknowledged.
+    async fn pass_to_agent(
+        &mut self,
+        pin: Pin,
+        email: &str,
+        seq: u64,
+        env: Envelope,
+    ) -> Result<&'static str, bramble_store::StoreError> {
+        let request = MailRequest {
+            pin,
+            email: email.to_owned(),
+            seq,
+            env,
+        };
+        let kind = match &request.env.body {
+            Some(Body::MoreRequest(_)) => "more",
+            Some(Body::AttachmentRequest(_)) => "attachment",
+            _ => "mail change",
+        };
+        // never wait here: the agent's answers go through this shard
+        if let Err(e) = self.mail.try_send(request) {
+            tracing::warn!(%pin, "the messaging agent is overloaded; a {kind} request was dropped (the device asks again)");
+            drop(e);
+        }
+        Ok(kind)
     }
 
     async fn ack(&self, frame: &Frame) {

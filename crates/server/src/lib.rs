@@ -65,6 +65,31 @@ pub enum ServerEvent {
         /// "Activating", … "Completed", "Failed".
         status: String,
     },
+    /// A message from a user's mailbox was sent to the user's device.
+    MailForwarded {
+        /// The user.
+        email: String,
+        /// Its RefID.
+        ref_id: i64,
+        /// A resend (no confirmation came in time, or the relay never reported it).
+        resent: bool,
+    },
+    /// The device confirmed it holds these messages.
+    MailConfirmed {
+        /// The user.
+        email: String,
+        /// The RefIDs.
+        ref_ids: Vec<u64>,
+    },
+    /// A message the device sent was stored in the outbox.
+    MailSubmitted {
+        /// The user.
+        email: String,
+        /// The device's id for it.
+        client_id: u64,
+        /// Whether it was new (not a repeat of one already stored).
+        new: bool,
+    },
     /// The relay reported what became of a frame the server sent.
     Delivery {
         /// The device.
@@ -270,13 +295,19 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         Some(store.clone()),
     );
     let (act_tx, act_rx) = tokio::sync::mpsc::channel(1024);
+    let (mail_req_tx, mail_req_rx) = tokio::sync::mpsc::channel(1024);
+    let outbox = Arc::new(tokio::sync::Notify::new());
     let (dispatcher, shards) = Dispatcher::spawn(
         store.clone(),
         router.clone(),
         srp,
         events.clone(),
         &cfg.dispatcher,
-        act_tx.clone(),
+        dispatcher::Routes {
+            activation: act_tx.clone(),
+            mail: mail_req_tx,
+            outbox: outbox.clone(),
+        },
     );
     let pump = dispatcher.clone().pump(inbound);
 
@@ -302,10 +333,21 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
     let (mail_tx, mut mail_rx) = tokio::sync::mpsc::channel(256);
     let mut tasks_extra = Vec::new();
     let credentials = Arc::new(messaging::credentials::Credentials::load(&store).await?);
-    let watchers = Arc::new(messaging::mailbox::Watchers::new(
-        mailbox_config(cfg, Some(credentials.lookup()))?,
-        mail_tx,
+    let agent = Arc::new(messaging::mail::agent::MailAgent::new(
+        store.clone(),
+        dispatcher.clone(),
+        events.clone(),
+        cfg.mail.agent_config(),
     ));
+    tasks_extra.push(tokio::spawn(agent.clone().run()));
+    let _requests = mail_req_rx; // wired to the agent's request handler next
+    let watchers = Arc::new(
+        messaging::mailbox::Watchers::new(
+            mailbox_config(cfg, Some(credentials.lookup()))?,
+            mail_tx,
+        )
+        .with_sink(agent.clone()),
+    );
     let forward = tokio::spawn(async move {
         while let Some(mail) = mail_rx.recv().await {
             if act_tx

@@ -16,22 +16,23 @@ use bramble_testkit::TestDb;
 use crate::support::{Result, loopback};
 
 /// A relay delivering activation mail into `DIR/mail`, and a server watching it.
-struct Site {
-    dir: tempfile::TempDir,
-    _db: TestDb,
-    relay: Option<bramble_relay::RelayHandle>,
-    server: Option<bramble_server::ServerHandle>,
+pub(crate) struct Site {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) db: TestDb,
+    pub(crate) relay: Option<bramble_relay::RelayHandle>,
+    pub(crate) server: Option<bramble_server::ServerHandle>,
+    pub(crate) cfg: ServerConfig,
     admin: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Site {
-    async fn start() -> Result<Site> {
+    pub(crate) async fn start() -> Result<Site> {
         Site::start_with(|_| {}, |_| {}).await
     }
 
-    async fn start_with(
+    pub(crate) async fn start_with(
         relay_cfg: impl FnOnce(&mut RelayConfig),
         server_cfg: impl FnOnce(&mut ServerConfig),
     ) -> Result<Site> {
@@ -68,17 +69,30 @@ impl Site {
             token: file["token"].as_str().ok_or("token")?.to_owned(),
             admin: reqwest::Client::new(),
             dir,
-            _db: db,
+            db,
             relay: Some(relay),
             server: Some(server),
+            cfg,
         })
     }
 
-    fn server(&self) -> &bramble_server::ServerHandle {
+    /// Stops the server and starts it again on the same database and data directory.
+    pub(crate) async fn restart_server(&mut self) -> Result {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        let store = Store::open(self.db.url()).await?;
+        let server = bramble_server::start(&self.cfg, store).await?;
+        assert!(server.router.wait_up(Duration::from_secs(10)).await);
+        self.server = Some(server);
+        Ok(())
+    }
+
+    pub(crate) fn server(&self) -> &bramble_server::ServerHandle {
         self.server.as_ref().expect("running")
     }
 
-    async fn api(
+    pub(crate) async fn api(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -100,7 +114,7 @@ impl Site {
         Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
-    async fn user(&self, email: &str, password: Option<&str>) -> Result {
+    pub(crate) async fn user(&self, email: &str, password: Option<&str>) -> Result {
         self.api(
             reqwest::Method::POST,
             "/users",
@@ -113,7 +127,7 @@ impl Site {
         Ok(())
     }
 
-    async fn set_password(&self, email: &str, pw: &str, expires: &str) -> Result {
+    pub(crate) async fn set_password(&self, email: &str, pw: &str, expires: &str) -> Result {
         self.api(
             reqwest::Method::POST,
             &format!("/users/{email}/activation-password"),
@@ -123,19 +137,19 @@ impl Site {
         Ok(())
     }
 
-    async fn show(&self, email: &str) -> Result<serde_json::Value> {
+    pub(crate) async fn show(&self, email: &str) -> Result<serde_json::Value> {
         self.api(reqwest::Method::GET, &format!("/users/{email}"), None)
             .await
     }
 
-    fn device(&self, name: &str) -> Result<Device> {
+    pub(crate) fn device(&self, name: &str) -> Result<Device> {
         let mut d = Device::open(&self.dir.path().join(name))?;
         let relay = self.relay.as_ref().ok_or("relay")?;
         d.set_relay(&relay.device_addr().to_string(), Some(relay.fingerprint()))?;
         Ok(d)
     }
 
-    async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
@@ -151,7 +165,7 @@ async fn dovecot_site(extra: u32) -> Result<(Site, bramble_testkit::mail::MailSt
     dovecot_site_with(extra, |_| {}).await
 }
 
-async fn dovecot_site_with(
+pub(crate) async fn dovecot_site_with(
     extra: u32,
     more: impl FnOnce(&mut ServerConfig),
 ) -> Result<(Site, bramble_testkit::mail::MailStack)> {
@@ -180,7 +194,7 @@ async fn dovecot_site_with(
     Ok((site, stack))
 }
 
-fn opts(secs: u64) -> ActivateOptions {
+pub(crate) fn opts(secs: u64) -> ActivateOptions {
     ActivateOptions {
         timeout: Duration::from_secs(secs),
         ..ActivateOptions::default()
@@ -602,9 +616,9 @@ async fn activation_through_postfix_and_dovecot_leaves_no_password_anywhere() ->
     // the mail store, or the logs.
     site.server().store().close().await;
     let mut places = vec![site.dir.path().to_owned(), stack.dir().join("mail")];
-    if site._db.kind() == bramble_testkit::DbKind::Sqlite {
+    if site.db.kind() == bramble_testkit::DbKind::Sqlite {
         let path = site
-            ._db
+            .db
             .url()
             .trim_start_matches("sqlite://")
             .split('?')
@@ -626,10 +640,10 @@ async fn activation_through_postfix_and_dovecot_leaves_no_password_anywhere() ->
             );
         }
     }
-    if site._db.kind() == bramble_testkit::DbKind::Postgres {
+    if site.db.kind() == bramble_testkit::DbKind::Postgres {
         // The whole PostgreSQL database, dumped.
         let dump = std::process::Command::new("pg_dump")
-            .args(["--data-only", site._db.url()])
+            .args(["--data-only", site.db.url()])
             .output()
             .map_err(|e| {
                 format!("pg_dump (Debian package postgresql-client) could not run: {e}")

@@ -5,5 +5,6 @@ mod activation;
 mod admin;
 mod e2e;
 mod filters;
+mod mail;
 mod mailbox;
 mod support;

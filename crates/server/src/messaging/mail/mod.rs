@@ -1,5 +1,7 @@
 //! Push mail (seed 002, "Email message flow"), both directions.
 //!
+//! - [`agent`]: the forwarding agent: new mail from the watchers, filtered, given a RefID,
+//!   sent to the device; resends for want of a confirmation.
 //! - [`content`]: a message from the mailbox, as bytes, turned into what the device sees
 //!   (headers, the first 2 KiB of text, the attachment list), the rest of its text for
 //!   "More", and its attachments. No I/O.
@@ -11,6 +13,7 @@
 //! Owns: what is forwarded, its RefID, delivery confirmations and resends, the outbox from the
 //! device. Must not touch: sealing (the dispatcher's), SQL (only `bramble-store`).
 
+pub mod agent;
 pub mod compose;
 pub mod content;
 pub mod filter;

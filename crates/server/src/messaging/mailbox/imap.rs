@@ -284,6 +284,14 @@ pub enum ImapError {
         /// How long was waited.
         after: Duration,
     },
+    /// The messaging agent could not take a new message (it is offered again later).
+    #[error("new mail in {email}'s mailbox could not be taken for the device yet: {reason}")]
+    Sink {
+        /// Whose mailbox.
+        email: String,
+        /// Why.
+        reason: String,
+    },
     /// A command failed, or the connection broke.
     #[error("IMAP {what} for {email} failed: {reason}")]
     Protocol {
@@ -503,6 +511,9 @@ struct Watcher {
     pending_delete: BTreeSet<u32>,
     /// Ask for BODYSTRUCTURE (false after the server sent one that did not parse).
     use_bodystructure: bool,
+    /// Push mail: the first UID not yet offered to the sink (`None`: no sink, or not known
+    /// yet).
+    push_from: Option<u32>,
     backoff: Backoff,
     failures: u32,
 }
@@ -525,6 +536,7 @@ pub(crate) async fn run(cx: Context, cfg: Arc<ImapConfig>) {
         next_uid: 1,
         pending_delete: BTreeSet::new(),
         use_bodystructure: true,
+        push_from: None,
         backoff,
         failures: 0,
     };
@@ -574,6 +586,7 @@ impl Watcher {
         let info = opened.info;
         let mut session = opened.session;
         self.selected(&info);
+        self.resume_push(&info).await;
         tracing::debug!(mailbox = %self.cx.email, ?info, "IMAP INBOX selected");
         loop {
             if !self.sync(&mut session, info.uidplus).await? {
@@ -616,6 +629,7 @@ impl Watcher {
             tracing::warn!(mailbox = %self.cx.email, "INBOX's UIDVALIDITY changed from {old} to {new}: looking through all of it again");
             self.next_uid = 1;
             self.pending_delete.clear();
+            self.push_from = None;
         }
         if let Some(uid_next) = info.uid_next
             && uid_next < self.next_uid
@@ -624,6 +638,33 @@ impl Watcher {
             self.next_uid = 1;
         }
         self.uid_validity = info.uid_validity;
+    }
+
+    /// Push mail: where offering resumes after a SELECT. The sink's durable cursor under the
+    /// same UIDVALIDITY; else (never looked at, or UIDVALIDITY changed) the folder's UIDNEXT,
+    /// so what was there before is not pushed.
+    async fn resume_push(&mut self, info: &MailboxInfo) {
+        let Some(sink) = self.cx.sink.clone() else {
+            return;
+        };
+        let (Some(validity), Some(uid_next)) = (info.uid_validity, info.uid_next) else {
+            tracing::warn!(mailbox = %self.cx.email, "the IMAP server gave no UIDVALIDITY or UIDNEXT: new mail cannot be told from old, so none is pushed");
+            self.push_from = None;
+            return;
+        };
+        if self.push_from.is_some() && self.uid_validity == Some(validity) {
+            return;
+        }
+        let from = match sink.cursor(&self.cx.email, "INBOX").await {
+            Some((v, next)) if v == validity => next,
+            Some((v, _)) => {
+                tracing::warn!(mailbox = %self.cx.email, "INBOX's UIDVALIDITY changed from {v} to {validity}: push mail starts again from the next new message");
+                uid_next
+            }
+            None => uid_next,
+        };
+        sink.advance(&self.cx.email, "INBOX", validity, from).await;
+        self.push_from = Some(from);
     }
 
     /// IDLE until something changes, the IDLE times out, or the watcher is cancelled.
@@ -674,6 +715,12 @@ impl Watcher {
         // `n:*` also matches the last message when n is past it
         let mut uids: Vec<u32> = found.into_iter().filter(|&u| u >= next).collect();
         uids.sort_unstable();
+        let wants = match (&self.cx.sink, self.push_from) {
+            (Some(sink), Some(from)) if uids.last().is_some_and(|&u| u >= from) => {
+                sink.wants(&email).await
+            }
+            _ => false,
+        };
         for chunk in uids.chunks(FETCH_CHUNK) {
             let items = if self.use_bodystructure {
                 "(UID RFC822.SIZE BODYSTRUCTURE)"
@@ -701,28 +748,117 @@ impl Watcher {
             seen.sort_unstable_by_key(|(uid, _, _)| *uid);
             seen.dedup_by_key(|(uid, _, _)| *uid);
             for (uid, size, may) in seen {
-                if !self.look_at(s, uid, size, may).await? {
+                let push = self.push_from.filter(|&from| uid >= from).map(|_| wants);
+                if !self.look_at(s, uid, size, may, push).await? {
                     return Ok(false);
                 }
+                // an activation request handed over: remove it now, not after the whole batch
+                self.flush_deletes(s, uidplus).await?;
                 self.next_uid = self.next_uid.max(uid.saturating_add(1));
+                if push.is_some() {
+                    self.push_from = Some(uid.saturating_add(1));
+                }
             }
             // UIDs that vanished between SEARCH and FETCH
             if let Some(&last) = chunk.last() {
                 self.next_uid = self.next_uid.max(last.saturating_add(1));
+                if let Some(from) = self.push_from {
+                    self.push_from = Some(from.max(last.saturating_add(1)));
+                }
             }
+            self.save_push_cursor().await;
         }
         self.flush_deletes(s, uidplus).await?;
         Ok(true)
     }
 
-    /// One message. `Ok(false)`: stop.
+    /// Records how far push mail has got.
+    async fn save_push_cursor(&self) {
+        if let (Some(sink), Some(from), Some(validity)) =
+            (&self.cx.sink, self.push_from, self.uid_validity)
+        {
+            sink.advance(&self.cx.email, "INBOX", validity, from).await;
+        }
+    }
+
+    /// A new message for push mail: downloaded (at most [`super::PUSH_FETCH_BYTES`]) with its
+    /// flags; an activation request goes the activation way, anything else to the sink.
+    /// `Ok(false)`: stop.
+    async fn push_one(
+        &mut self,
+        s: &mut Session,
+        uid: u32,
+        size: Option<u32>,
+    ) -> Result<bool, ImapError> {
+        let email = self.cx.email.clone();
+        let cfg = self.cfg.clone();
+        let cap = super::PUSH_FETCH_BYTES;
+        let items = format!("(UID FLAGS RFC822.SIZE BODY.PEEK[]<0.{cap}>)");
+        let fetched = timed(&cfg, &email, "UID FETCH (new mail)", async {
+            s.uid_fetch(uid.to_string(), &items)
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?;
+        let Some(f) = fetched.iter().find(|f| f.uid == Some(uid)) else {
+            tracing::debug!(mailbox = %email, uid, "message gone before it was downloaded");
+            return Ok(true);
+        };
+        let raw = f.body().unwrap_or_default().to_vec();
+        let size = f.size.or(size).map_or(raw.len() as u64, u64::from);
+        let (mut seen, mut flagged) = (false, false);
+        for flag in f.flags() {
+            match flag {
+                async_imap::types::Flag::Seen => seen = true,
+                async_imap::types::Flag::Flagged => flagged = true,
+                _ => {}
+            }
+        }
+        drop(fetched);
+        if raw.len() as u64 <= self.cx.limits.max_message_bytes
+            && let verdict @ (Verdict::Activation { .. } | Verdict::OversizedEtpDat { .. }) =
+                scan::inspect(&raw, &self.cx.limits)
+        {
+            return self.activation_verdict(uid, verdict).await;
+        }
+        let Some(validity) = self.uid_validity else {
+            return Ok(true);
+        };
+        let Some(sink) = self.cx.sink.clone() else {
+            return Ok(true);
+        };
+        let mail = super::NewMail {
+            mailbox: email.clone(),
+            folder: "INBOX".to_owned(),
+            place: super::Place::Imap {
+                uid_validity: validity,
+                uid,
+            },
+            size,
+            raw,
+            seen,
+            flagged,
+        };
+        sink.offer(mail).await.map_err(|reason| ImapError::Sink {
+            email: email.clone(),
+            reason,
+        })?;
+        Ok(true)
+    }
+
+    /// One message. `push`: `Some(wants)` when it is new for push mail. `Ok(false)`: stop.
     async fn look_at(
         &mut self,
         s: &mut Session,
         uid: u32,
         size: Option<u32>,
         may_hold: Option<bool>,
+        push: Option<bool>,
     ) -> Result<bool, ImapError> {
+        if push == Some(true) {
+            return self.push_one(s, uid, size).await;
+        }
         let email = self.cx.email.clone();
         let max = self.cx.limits.max_message_bytes;
         if let Some(size) = size
@@ -752,9 +888,16 @@ impl Watcher {
             tracing::debug!(mailbox = %email, uid, "message gone before it was downloaded");
             return Ok(true);
         };
-        let limits = self.cx.limits;
-        let verdict = scan::inspect(raw, &limits);
+        let verdict = scan::inspect(raw, &self.cx.limits);
         drop(fetched);
+        self.activation_verdict(uid, verdict).await
+    }
+
+    /// What becomes of a message [`scan::inspect`]ed. `Ok(false)`: stop.
+    async fn activation_verdict(&mut self, uid: u32, verdict: Verdict) -> Result<bool, ImapError> {
+        let email = self.cx.email.clone();
+        let max = self.cx.limits.max_message_bytes;
+        let limits = self.cx.limits;
         match verdict {
             Verdict::Ordinary => {
                 tracing::trace!(mailbox = %email, uid, "not an activation request");

@@ -232,15 +232,20 @@ async fn look(cx: &Context, w: &MailboxWatch, known: &mut HashSet<OsString>) -> 
     known.retain(|b| present.contains(b));
     // Maildir names start with the delivery time: oldest first
     fresh.sort();
+    let wants = match &cx.sink {
+        Some(sink) if fresh.iter().any(|(_, p, _)| in_new(p)) => sink.wants(&cx.email).await,
+        _ => false,
+    };
     for (_, path, base) in fresh {
         if cx.cancel.is_cancelled() {
             return Ok(false);
         }
-        match look_at(cx, &path).await {
+        let push = cx.sink.is_some() && in_new(&path);
+        match look_at(cx, &path, push.then_some(wants)).await {
             Ok(Seen::Keep) => {
                 known.insert(base);
             }
-            Ok(Seen::Removed | Seen::Gone) => {}
+            Ok(Seen::Removed | Seen::Gone | Seen::Retry) => {}
             Ok(Seen::Stop) => return Ok(false),
             Err(e) => {
                 tracing::warn!(mailbox = %cx.email, "{}: {e}", path.display());
@@ -260,10 +265,97 @@ enum Seen {
     Gone,
     /// The watcher is to stop.
     Stop,
+    /// The sink could not take it: look at it again next time.
+    Retry,
 }
 
-async fn look_at(cx: &Context, path: &Path) -> io::Result<Seen> {
-    let max = cx.limits.max_message_bytes;
+/// Whether `path` is in a Maildir's `new/`.
+fn in_new(path: &Path) -> bool {
+    path.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == "new")
+}
+
+/// `new/NAME` → `cur/NAME:2,` (what a mail client does with a message it has seen arrive;
+/// no flags set).
+async fn move_to_cur(cx: &Context, path: &Path) -> io::Result<()> {
+    let (Some(name), Some(new)) = (path.file_name(), path.parent()) else {
+        return Ok(());
+    };
+    let Some(maildir) = new.parent() else {
+        return Ok(());
+    };
+    let mut target = name.to_os_string();
+    if !target.as_encoded_bytes().contains(&b':') {
+        target.push(":2,");
+    }
+    match tokio::fs::rename(path, maildir.join("cur").join(target)).await {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            tracing::warn!(mailbox = %cx.email, path = %path.display(), "cannot move the message to cur/: {e}");
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The flags in a Maildir file name's info part (`…:2,FS`): (seen, flagged).
+fn maildir_flags(path: &Path) -> (bool, bool) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.split_once(":2,") {
+        Some((_, flags)) => (flags.contains('S'), flags.contains('F')),
+        None => (false, false),
+    }
+}
+
+/// Offers a message in `new/` to the sink (when it wants this user's mail), then moves it to
+/// `cur/`.
+async fn offer(
+    cx: &Context,
+    path: &Path,
+    raw: Vec<u8>,
+    size: u64,
+    wants: bool,
+) -> io::Result<Seen> {
+    let Some(sink) = &cx.sink else {
+        return Ok(Seen::Keep);
+    };
+    if wants {
+        let name = path
+            .file_name()
+            .map(|n| {
+                let n = n.to_string_lossy();
+                n.split(':').next().unwrap_or_default().to_owned()
+            })
+            .unwrap_or_default();
+        let (seen, flagged) = maildir_flags(path);
+        let mail = super::NewMail {
+            mailbox: cx.email.clone(),
+            folder: "INBOX".to_owned(),
+            place: super::Place::Maildir { name },
+            size,
+            raw,
+            seen,
+            flagged,
+        };
+        if let Err(e) = sink.offer(mail).await {
+            tracing::warn!(mailbox = %cx.email, path = %path.display(), "new mail not taken yet: {e}");
+            return Ok(Seen::Retry);
+        }
+    }
+    move_to_cur(cx, path).await?;
+    Ok(Seen::Keep)
+}
+
+/// `push`: `Some(wants)` for a file in `new/` when push mail is on.
+async fn look_at(cx: &Context, path: &Path, push: Option<bool>) -> io::Result<Seen> {
+    let max = if push.is_some() {
+        cx.limits.max_message_bytes.max(super::PUSH_FETCH_BYTES)
+    } else {
+        cx.limits.max_message_bytes
+    };
     let meta = match tokio::fs::symlink_metadata(path).await {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Seen::Gone),
@@ -272,7 +364,7 @@ async fn look_at(cx: &Context, path: &Path) -> io::Result<Seen> {
     if !meta.is_file() {
         return Ok(Seen::Keep);
     }
-    if meta.len() > max {
+    if meta.len() > max && push.is_none() {
         tracing::warn!(mailbox = %cx.email, path = %path.display(), size = meta.len(), "message over the size limit of {max} bytes: not read, left in the mailbox");
         return Ok(Seen::Keep);
     }
@@ -281,11 +373,22 @@ async fn look_at(cx: &Context, path: &Path) -> io::Result<Seen> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Seen::Gone),
         Err(e) => return Err(e),
     };
-    let mut raw = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut raw)
-        .await?;
+    let mut raw = Vec::with_capacity(usize::try_from(meta.len().min(max)).unwrap_or(0));
+    let cap = if push.is_some() {
+        max
+    } else {
+        max.saturating_add(1)
+    };
+    file.take(cap).read_to_end(&mut raw).await?;
     let verdict = scan::inspect(&raw, &cx.limits);
+    if let Some(wants) = push
+        && matches!(
+            verdict,
+            Verdict::Ordinary | Verdict::TooLarge { .. } | Verdict::Unparseable
+        )
+    {
+        return offer(cx, path, raw, meta.len(), wants).await;
+    }
     drop(raw);
     let remove = |what: &'static str| async move {
         match tokio::fs::remove_file(path).await {

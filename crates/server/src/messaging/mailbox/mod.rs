@@ -18,6 +18,17 @@
 //! the activation service must accept a repeated `ETP.DAT`. Within one running watcher nothing is
 //! handed over twice.
 //!
+//! Push mail (seed 002, "Email message flow", step 2): a [`Watchers`] built
+//! [`Watchers::with_sink`] also offers every other new message to a [`MailSink`] (the
+//! forwarding agent), with its bytes (at most [`PUSH_FETCH_BYTES`]) and flags, and moves on only
+//! once the sink has made what the device needs durable. "New" is kept by the sink: for IMAP a
+//! durable cursor per folder (UIDVALIDITY and the first UID not yet offered), so after a
+//! restart every message that arrived meanwhile is offered (the sink recognises one it has
+//! seen), and the first watch of a mailbox starts at its UIDNEXT (what was there before is not
+//! pushed); for a Maildir the file being in `new/` — an offered message is moved to `cur/`, as
+//! a mail client does. While [`MailSink::wants`] says no (no device takes this user's mail),
+//! new messages are passed over and not offered later.
+//!
 //! Every message is hostile input: a message over [`MailboxConfig::max_message_bytes`] is not
 //! downloaded (it is logged and left in the mailbox); an `ETP.DAT` over
 //! [`MailboxConfig::max_etp_dat_bytes`] is logged and the message removed; a message that does not
@@ -49,6 +60,81 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_ETP_DAT_BYTES: usize = 16 * 1024;
 /// The attachment name that marks an activation request (compared case-insensitively).
 pub const ETP_DAT: &str = "ETP.DAT";
+
+/// The most bytes of a message offered to a [`MailSink`]: a larger message is offered cut
+/// there, with its real size (the device gets its headers, its first text and a note).
+pub const PUSH_FETCH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A new message in a watched mailbox, offered to the [`MailSink`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMail {
+    /// The watched user's address, lower-cased.
+    pub mailbox: String,
+    /// The folder, `INBOX`.
+    pub folder: String,
+    /// Where it is: IMAP UIDVALIDITY and UID, or the Maildir file's base name.
+    pub place: Place,
+    /// Its size in the mailbox, bytes.
+    pub size: u64,
+    /// Its bytes, at most [`PUSH_FETCH_BYTES`] (fewer than `size` when it was cut).
+    pub raw: Vec<u8>,
+    /// `\Seen` is set.
+    pub seen: bool,
+    /// `\Flagged` is set.
+    pub flagged: bool,
+}
+
+/// Where a message is in its mail store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// An IMAP message.
+    Imap {
+        /// The folder's UIDVALIDITY.
+        uid_validity: u32,
+        /// Its UID.
+        uid: u32,
+    },
+    /// A Maildir file: its name up to the first `:`.
+    Maildir {
+        /// The base name.
+        name: String,
+    },
+}
+
+impl Place {
+    /// The key that names the message in the RefID map: `imap:UIDVALIDITY:UID` or
+    /// `maildir:NAME`.
+    pub fn source_key(&self) -> String {
+        match self {
+            Place::Imap { uid_validity, uid } => format!("imap:{uid_validity}:{uid}"),
+            Place::Maildir { name } => format!("maildir:{name}"),
+        }
+    }
+}
+
+/// A boxed future, for [`MailSink`]'s methods.
+pub type SinkFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What the watchers offer new mail to (the forwarding agent).
+pub trait MailSink: Send + Sync + fmt::Debug {
+    /// Whether `email`'s new mail is to be offered now (a device takes it). Asked before each
+    /// look at the mailbox; a failure should answer `true` (the offer decides again).
+    fn wants<'a>(&'a self, email: &'a str) -> SinkFuture<'a, bool>;
+    /// Where offering resumes in `folder`: (UIDVALIDITY, the first UID not yet offered);
+    /// `None` when the folder was never looked at.
+    fn cursor<'a>(&'a self, email: &'a str, folder: &'a str) -> SinkFuture<'a, Option<(u32, u32)>>;
+    /// Records that every UID below `next_uid` was offered (or passed over).
+    fn advance<'a>(
+        &'a self,
+        email: &'a str,
+        folder: &'a str,
+        uid_validity: u32,
+        next_uid: u32,
+    ) -> SinkFuture<'a, ()>;
+    /// A new message. Returns once what the device needs of it is durable; an error (in an
+    /// operator's words) leaves it to be offered again later.
+    fn offer(&self, mail: NewMail) -> SinkFuture<'_, Result<(), String>>;
+}
 
 /// An activation request found in a user's mailbox (and removed from it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +229,7 @@ pub enum WatchError {
 /// [`Watchers::unwatch`] stops it, [`Watchers::shutdown`] stops them all. Needs a tokio runtime.
 pub struct Watchers {
     config: MailboxConfig,
+    sink: Option<Arc<dyn MailSink>>,
     store: Store,
     tx: mpsc::Sender<ActivationMail>,
     running: Mutex<HashMap<String, Running>>,
@@ -177,6 +264,8 @@ pub(crate) struct Context {
     pub email: String,
     pub limits: scan::Limits,
     pub tx: mpsc::Sender<ActivationMail>,
+    /// Where other new mail goes, if anywhere.
+    pub sink: Option<Arc<dyn MailSink>>,
     pub cancel: CancellationToken,
     pub state: Arc<watch::Sender<WatcherState>>,
     /// Woken by [`Watchers::poke`]: look at the mailbox now (the mail server's push hook).
@@ -213,10 +302,18 @@ impl Watchers {
         };
         Watchers {
             config,
+            sink: None,
             store,
             tx,
             running: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same watchers, offering every new message that is not an activation request to
+    /// `sink` (push mail). Call before watching anything.
+    pub fn with_sink(mut self, sink: Arc<dyn MailSink>) -> Watchers {
+        self.sink = Some(sink);
+        self
     }
 
     /// Connects to the IMAP server, logs in for `email` as `config` says and selects its INBOX,
@@ -256,6 +353,7 @@ impl Watchers {
             email: email.clone(),
             limits: self.config.limits(),
             tx: self.tx.clone(),
+            sink: self.sink.clone(),
             cancel: CancellationToken::new(),
             state: Arc::new(state_tx),
             poke: Arc::new(tokio::sync::Notify::new()),
