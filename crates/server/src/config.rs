@@ -159,6 +159,9 @@ impl MailConfig {
     pub fn agent_config(&self) -> crate::messaging::mail::agent::AgentConfig {
         crate::messaging::mail::agent::AgentConfig {
             resend_after: self.resend_after,
+            // often enough that a short resend_after (tests) is kept, at most every 30 s
+            check_every: (self.resend_after / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(30)),
             ..Default::default()
         }
     }

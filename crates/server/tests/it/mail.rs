@@ -167,7 +167,7 @@ async fn maildir_mail_reaches_the_device_once_and_is_confirmed() -> Result {
 
 #[tokio::test]
 async fn filters_decide_and_unconfirmed_mail_is_sent_again() -> Result {
-    let site = Site::start().await?;
+    let site = Site::start_with(|_| {}, |s| s.mail.resend_after = Duration::from_secs(2)).await?;
     let email = "finn@example.com";
     let root = site.dir.path().join("mail");
     let mut device = activated(&site, email, "finn-phone").await?;
@@ -212,6 +212,47 @@ async fn filters_decide_and_unconfirmed_mail_is_sent_again() -> Result {
         .into_iter()
         .collect();
     assert_eq!(stats.get("filtered"), Some(&1), "{stats:?}");
+
+    // Out of coverage: the relay queues the message, no confirmation comes, and after
+    // resend_after the agent sends it again; the device shows it once.
+    deliver(
+        &root,
+        email,
+        "2003.c.host",
+        &message("erin@x.test", email, "unconfirmed", "Are you there?"),
+    )?;
+    let first = forwarded(&mut events, email, 1).await?[0];
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(ServerEvent::MailForwarded {
+                ref_id,
+                resent: true,
+                ..
+            })) if ref_id == first => break,
+            Ok(_) => {}
+            Err(_) => return Err("the unconfirmed message was not sent again".into()),
+        }
+    }
+    let report = sync(&mut device, &store, Duration::from_millis(500)).await?;
+    assert_eq!(report.new_messages, 1, "{report:?}");
+    assert!(
+        report.duplicates >= 1,
+        "the resent copy arrived too: {report:?}"
+    );
+    let inbox = store.inbox().await?;
+    assert_eq!(
+        inbox.iter().filter(|m| m.subject == "unconfirmed").count(),
+        1
+    );
+    let stats: std::collections::HashMap<String, i64> = site
+        .server()
+        .store()
+        .stats(email)
+        .await?
+        .into_iter()
+        .collect();
+    assert!(stats.get("resent").is_some_and(|&n| n >= 1), "{stats:?}");
     site.shutdown().await;
     Ok(())
 }
