@@ -1,9 +1,11 @@
 //! The enterprise server against a real relay, a real device library and the configuration
 //! database chosen by `BRAMBLE_TEST_DB` (SQLite, or a fresh PostgreSQL database).
 
+mod access;
 mod activation;
 mod admin;
 mod e2e;
 mod filters;
 mod mailbox;
 mod support;
+mod transport;

@@ -14,3 +14,4 @@
 pub mod compose;
 pub mod content;
 pub mod filter;
+pub mod transport;
