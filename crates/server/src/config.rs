@@ -132,6 +132,12 @@ pub struct MailConfig {
     pub service_password_file: Option<PathBuf>,
     /// The Maildir root of the embedded store; default `mail` in the data directory.
     pub maildir: Option<PathBuf>,
+    /// Where mail sent from devices goes: an SMTP server, `host:port`, e.g.
+    /// `[server.mail] smtp = "127.0.0.1:25"` (plain SMTP, no TLS yet: loopback or a trusted
+    /// network). Absent while `imap` is set: a configuration error (mail from devices would
+    /// have nowhere to go). Absent on the embedded default: delivered locally, to this
+    /// server's own users only.
+    pub smtp: Option<String>,
     /// Where the mail server's push hook (Dovecot push_notification, Lua driver) posts its
     /// events, e.g. `127.0.0.1:3181`: new mail is then seen in milliseconds instead of after
     /// IMAP IDLE's 500 ms. Absent: IDLE only.

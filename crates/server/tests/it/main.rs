@@ -1,6 +1,7 @@
 //! The enterprise server against a real relay, a real device library and the configuration
 //! database chosen by `BRAMBLE_TEST_DB` (SQLite, or a fresh PostgreSQL database).
 
+mod access;
 mod activation;
 mod admin;
 mod e2e;
@@ -8,3 +9,4 @@ mod filters;
 mod mail;
 mod mailbox;
 mod support;
+mod transport;

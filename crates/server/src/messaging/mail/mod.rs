@@ -17,3 +17,4 @@ pub mod agent;
 pub mod compose;
 pub mod content;
 pub mod filter;
+pub mod transport;

@@ -28,6 +28,9 @@
 //!
 //! If the server's `BODYSTRUCTURE` cannot be parsed, the watcher reconnects and from then on
 //! downloads every message within the size limit instead.
+//!
+//! The connection and login steps ([`login`], [`timed`], [`logout`]) are shared with
+//! [`super::access`], which opens other folders than INBOX for one operation at a time.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -264,13 +267,16 @@ pub enum ImapError {
         /// Whose mailbox.
         email: String,
     },
-    /// The login worked but INBOX cannot be selected: no such mailbox, or no rights.
+    /// The login worked but the folder (INBOX for the watchers) cannot be selected: no such
+    /// mailbox, or no rights.
     #[error(
-        "IMAP login for {email} worked, but its INBOX cannot be opened (no such mailbox, or missing rights): {reason}"
+        "IMAP login for {email} worked, but its {folder} cannot be opened (no such mailbox, or missing rights): {reason}"
     )]
     Select {
         /// Whose mailbox.
         email: String,
+        /// The folder, as sent to the server (`INBOX`, or a modified UTF-7 name).
+        folder: String,
         /// What the server said.
         reason: String,
     },
@@ -314,19 +320,20 @@ impl ImapError {
 }
 
 /// The stream under an IMAP session: TCP or TLS.
-trait ImapIo: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
+pub(crate) trait ImapIo: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug> ImapIo for T {}
 
-type Session = async_imap::Session<Box<dyn ImapIo>>;
+/// A logged-in IMAP session (shared with [`super::access`]).
+pub(crate) type Session = async_imap::Session<Box<dyn ImapIo>>;
 
-/// A session with INBOX selected.
+/// A session with a folder (INBOX for the watchers) selected.
 struct Opened {
     session: Session,
     info: MailboxInfo,
 }
 
 /// What the server said, without async-imap's `code: …, info: …` wrapping where possible.
-fn server_said(e: &ProtoError) -> String {
+pub(crate) fn server_said(e: &ProtoError) -> String {
     let text = match e {
         ProtoError::No(t) | ProtoError::Bad(t) => t,
         other => return other.to_string(),
@@ -338,7 +345,8 @@ fn server_said(e: &ProtoError) -> String {
     }
 }
 
-async fn timed<T>(
+/// `fut`, bounded by [`ImapConfig::timeout`], its error in an operator's words.
+pub(crate) async fn timed<T>(
     cfg: &ImapConfig,
     email: &str,
     what: &'static str,
@@ -360,8 +368,55 @@ async fn timed<T>(
     }
 }
 
-/// Connects, logs in for `email`, selects INBOX.
-async fn open(cfg: &ImapConfig, email: &str) -> Result<Opened, ImapError> {
+/// Connects, logs in for `email`, selects `folder` (as sent to the server: `INBOX`, or a
+/// modified UTF-7 name).
+async fn open(cfg: &ImapConfig, email: &str, folder: &str) -> Result<Opened, ImapError> {
+    let (mut session, caps) = login(cfg, email).await?;
+    let what = if folder == "INBOX" {
+        "SELECT INBOX"
+    } else {
+        "SELECT"
+    };
+    let timeout = |what| ImapError::Timeout {
+        addr: cfg.addr.clone(),
+        what,
+        after: cfg.timeout,
+    };
+    let mailbox = match tokio::time::timeout(cfg.timeout, session.select(folder)).await {
+        Err(_) => return Err(timeout(what)),
+        Ok(Ok(m)) => m,
+        Ok(Err(e @ (ProtoError::No(_) | ProtoError::Bad(_)))) => {
+            return Err(ImapError::Select {
+                email: email.to_owned(),
+                folder: folder.to_owned(),
+                reason: server_said(&e),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(ImapError::Protocol {
+                email: email.to_owned(),
+                what,
+                reason: server_said(&e),
+                parse: matches!(e, ProtoError::Parse(_)),
+            });
+        }
+    };
+    let info = MailboxInfo {
+        uid_validity: mailbox.uid_validity,
+        uid_next: mailbox.uid_next,
+        exists: mailbox.exists,
+        idle: caps.has_str("IDLE"),
+        uidplus: caps.has_str("UIDPLUS"),
+    };
+    Ok(Opened { session, info })
+}
+
+/// Connects and logs in for `email` (as [`ImapConfig::auth`] says); returns the session in
+/// the authenticated state and the server's capabilities.
+pub(crate) async fn login(
+    cfg: &ImapConfig,
+    email: &str,
+) -> Result<(Session, async_imap::types::Capabilities), ImapError> {
     let unreachable = |reason: String| ImapError::Unreachable {
         addr: cfg.addr.clone(),
         reason,
@@ -449,41 +504,17 @@ async fn open(cfg: &ImapConfig, email: &str) -> Result<Opened, ImapError> {
         }
     };
     let caps = timed(cfg, email, "CAPABILITY", session.capabilities()).await?;
-    let mailbox = match tokio::time::timeout(cfg.timeout, session.select("INBOX")).await {
-        Err(_) => return Err(timeout("SELECT INBOX")),
-        Ok(Ok(m)) => m,
-        Ok(Err(e @ (ProtoError::No(_) | ProtoError::Bad(_)))) => {
-            return Err(ImapError::Select {
-                email: email.to_owned(),
-                reason: server_said(&e),
-            });
-        }
-        Ok(Err(e)) => {
-            return Err(ImapError::Protocol {
-                email: email.to_owned(),
-                what: "SELECT INBOX",
-                reason: server_said(&e),
-                parse: matches!(e, ProtoError::Parse(_)),
-            });
-        }
-    };
-    let info = MailboxInfo {
-        uid_validity: mailbox.uid_validity,
-        uid_next: mailbox.uid_next,
-        exists: mailbox.exists,
-        idle: caps.has_str("IDLE"),
-        uidplus: caps.has_str("UIDPLUS"),
-    };
-    Ok(Opened { session, info })
+    Ok((session, caps))
 }
 
-async fn logout(mut session: Session) {
+/// `LOGOUT`, waiting at most 2 s for the answer; errors are ignored.
+pub(crate) async fn logout(mut session: Session) {
     let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
 }
 
 /// See [`super::Watchers::check_login`].
 pub(crate) async fn check_login(cfg: &ImapConfig, email: &str) -> Result<MailboxInfo, ImapError> {
-    let opened = open(cfg, email).await?;
+    let opened = open(cfg, email, "INBOX").await?;
     logout(opened.session).await;
     Ok(opened.info)
 }
@@ -580,7 +611,7 @@ impl Watcher {
     /// One connection: `Ok` when the watcher is to stop, `Err` when the connection failed.
     async fn session(&mut self) -> Result<(), ImapError> {
         let opened = tokio::select! {
-            o = open(&self.cfg, &self.cx.email) => o?,
+            o = open(&self.cfg, &self.cx.email, "INBOX") => o?,
             () = self.cx.cancel.cancelled() => return Ok(()),
         };
         let info = opened.info;

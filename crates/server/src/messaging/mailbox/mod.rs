@@ -38,6 +38,7 @@
 //! Owns: reading and removing activation mails. Must not touch: what an `ETP.DAT` means (the
 //! activation service decodes it), SQL, the relay link.
 
+pub mod access;
 pub mod imap;
 pub mod maildir;
 mod scan;
