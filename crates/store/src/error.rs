@@ -118,6 +118,36 @@ pub enum StoreError {
         id: i64,
     },
 
+    /// No forwarded message has this RefID (or it is another user's).
+    #[error("no forwarded message has RefID {ref_id}")]
+    NoSuchMailItem {
+        /// The RefID asked for.
+        ref_id: i64,
+    },
+
+    /// A forwarded message cannot be moved to a mailbox position another one already holds.
+    #[error(
+        "cannot move message RefID {ref_id} to {source_key} in folder {folder:?}: message RefID \
+         {existing} is already recorded there; forget one of the two first"
+    )]
+    MailItemExists {
+        /// The message being moved.
+        ref_id: i64,
+        /// The folder it was to go to.
+        folder: String,
+        /// The source key it was to get.
+        source_key: String,
+        /// The message that already has that folder and source key.
+        existing: i64,
+    },
+
+    /// An outbox row was to be put in a state the outbox does not have.
+    #[error("{state:?} is not an outbox state; use queued, sending, sent or failed")]
+    InvalidOutboxState {
+        /// The state asked for.
+        state: String,
+    },
+
     /// A number is larger than the database can hold (it keeps 64-bit signed integers).
     #[error("{what} {value} is too large for the database (at most 9223372036854775807)")]
     OutOfRange {

@@ -24,6 +24,7 @@ mod devices;
 mod error;
 mod filters;
 mod mail;
+mod mail_sync;
 mod model;
 mod server;
 mod target;
@@ -41,7 +42,8 @@ pub use filters::{
     FILTER_IMPORTANCES, Filter, FilterAction, FilterConditions, FilterScope, FilterUpdate,
     MAX_FILTER_NAME, MAX_FILTER_PATTERN, NewFilter, ParseFilterActionError,
 };
-pub use mail::{MailItemRow, MailSettings, NewMailItem, OutboxRow};
+pub use mail::{MailCursor, MailItemRow, MailSettings, NewMailItem, OUTBOX_STATES, OutboxRow};
+pub use mail_sync::MailChangeRow;
 pub use model::{
     Activation, Device, NewDevice, ParseUserStatusError, ServerIdentity, StatusEvent, User,
     UserStatus,

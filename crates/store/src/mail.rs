@@ -6,6 +6,9 @@
 //! crash meets the unique `(user, folder, source_key)` and keeps its RefID; a submission the
 //! device repeats meets the unique `(user, PIN, client_id)` and is not queued twice.
 //!
+//! Reconciliation after forwarding (flags, moves, the device's queued changes) is
+//! `mail_sync`'s.
+//!
 //! Must not touch: what an item or a submission contains (encoded protobuf, opaque bytes here).
 
 use crate::{Store, StoreError, normalize_email, now_ms, on_pool, to_db_u64};
@@ -27,6 +30,10 @@ pub struct NewMailItem {
     pub message_id: Option<String>,
     /// The encoded item as the device gets it (without RefID).
     pub item: Vec<u8>,
+    /// The message is read (IMAP `\Seen`).
+    pub seen: bool,
+    /// The message is flagged (IMAP `\Flagged`).
+    pub flagged: bool,
 }
 
 /// A forwarded message as stored.
@@ -50,6 +57,10 @@ pub struct MailItemRow {
     pub item: Vec<u8>,
     /// `pending`, `delivered` or `removed`.
     pub state: String,
+    /// Read, as last seen in the mailbox or asked for by the device.
+    pub seen: bool,
+    /// Flagged, as last seen in the mailbox or asked for by the device.
+    pub flagged: bool,
     /// When it was recorded.
     pub created_at: i64,
     /// When it was last handed to the relay.
@@ -66,10 +77,12 @@ pub struct MailItemRow {
 macro_rules! item_select {
     () => {
         "SELECT i.ref_id, u.email, i.folder, i.source_key, i.uid_validity, i.uid, \
-         i.message_id, i.item, i.state, i.created_at, i.sent_at, i.sent_count, i.relayed_at, \
-         i.confirmed_at FROM mail_items i JOIN users u ON u.id = i.user_id "
+         i.message_id, i.item, i.state, (i.seen <> 0) AS seen, (i.flagged <> 0) AS flagged, \
+         i.created_at, i.sent_at, i.sent_count, i.relayed_at, i.confirmed_at \
+         FROM mail_items i JOIN users u ON u.id = i.user_id "
     };
 }
+pub(crate) use item_select;
 
 /// A submission from a device as stored in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -97,6 +110,9 @@ pub struct OutboxRow {
     /// When its state last changed.
     pub updated_at: i64,
 }
+
+/// The states an outbox row can be in, in the order they follow each other.
+pub const OUTBOX_STATES: [&str; 4] = ["queued", "sending", "sent", "failed"];
 
 /// Selects [`OutboxRow`]s from `mail_outbox o` joined to `users u`.
 macro_rules! outbox_select {
@@ -144,19 +160,32 @@ macro_rules! user_id {
         }
     }};
 }
+pub(crate) use user_id;
+
+/// How far one folder of a mailbox has been looked through ([`Store::mail_cursor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailCursor {
+    /// The folder's IMAP UIDVALIDITY the other two numbers belong to.
+    pub uid_validity: u32,
+    /// The first UID not yet looked at.
+    pub next_uid: u32,
+    /// The HIGHESTMODSEQ (RFC 7162 CONDSTORE) the folder's flags were reconciled up to;
+    /// `None` when never, or the server has no CONDSTORE.
+    pub highest_modseq: Option<u64>,
+}
 
 impl Store {
-    /// How far `folder` of `email`'s mailbox has been looked through: (UIDVALIDITY, the first
-    /// UID not yet looked at). `None` when it never was.
+    /// How far `folder` of `email`'s mailbox has been looked through; `None` when it never
+    /// was.
     pub async fn mail_cursor(
         &self,
         email: &str,
         folder: &str,
-    ) -> Result<Option<(u32, u32)>, StoreError> {
+    ) -> Result<Option<MailCursor>, StoreError> {
         let email = normalize_email(email);
-        let row: Option<(i64, i64)> = on_pool!(self, pool => {
+        let row: Option<(i64, i64, Option<i64>)> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT c.uid_validity, c.next_uid FROM mail_cursors c \
+                "SELECT c.uid_validity, c.next_uid, c.highest_modseq FROM mail_cursors c \
                  JOIN users u ON u.id = c.user_id WHERE u.email = $1 AND c.folder = $2",
             )
             .bind(&email)
@@ -164,16 +193,24 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.map(|(v, n)| {
-            (
-                u32::try_from(v).unwrap_or_default(),
-                u32::try_from(n).unwrap_or_default(),
-            )
+        let Some((v, n, m)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |what: &str, value: i64| StoreError::Corrupt {
+            what: format!("mail_cursors.{what} = {value}"),
+        };
+        Ok(Some(MailCursor {
+            uid_validity: u32::try_from(v).map_err(|_| corrupt("uid_validity", v))?,
+            next_uid: u32::try_from(n).map_err(|_| corrupt("next_uid", n))?,
+            highest_modseq: m
+                .map(|m| u64::try_from(m).map_err(|_| corrupt("highest_modseq", m)))
+                .transpose()?,
         }))
     }
 
     /// Records how far `folder` has been looked through. A lower `next_uid` under the same
-    /// UIDVALIDITY never replaces a higher one; a different UIDVALIDITY replaces both.
+    /// UIDVALIDITY never replaces a higher one; a different UIDVALIDITY replaces both, and
+    /// forgets the HIGHESTMODSEQ (it belonged to the old one).
     ///
     /// Errors: [`StoreError::NoSuchUser`].
     pub async fn set_mail_cursor(
@@ -193,6 +230,8 @@ impl Store {
                    next_uid = CASE WHEN mail_cursors.uid_validity = excluded.uid_validity \
                      AND mail_cursors.next_uid > excluded.next_uid \
                      THEN mail_cursors.next_uid ELSE excluded.next_uid END, \
+                   highest_modseq = CASE WHEN mail_cursors.uid_validity = excluded.uid_validity \
+                     THEN mail_cursors.highest_modseq ELSE NULL END, \
                    uid_validity = excluded.uid_validity, updated_at = excluded.updated_at",
             )
             .bind(user)
@@ -207,8 +246,8 @@ impl Store {
     }
 
     /// Records a message as forwarded to the user's device and gives its RefID. A message
-    /// already recorded (same user, folder and source key) keeps its RefID: the answer is
-    /// `(ref_id, false)`.
+    /// already recorded (same user, folder and source key) keeps its RefID, its state and its
+    /// flags: the answer is `(ref_id, false)`.
     ///
     /// Errors: [`StoreError::NoSuchUser`].
     pub async fn add_mail_item(&self, item: &NewMailItem) -> Result<(i64, bool), StoreError> {
@@ -218,8 +257,9 @@ impl Store {
             let user = user_id!(pool, &email);
             let inserted: Option<(i64,)> = sqlx::query_as(
                 "INSERT INTO mail_items \
-                 (user_id, folder, source_key, uid_validity, uid, message_id, item, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 (user_id, folder, source_key, uid_validity, uid, message_id, item, seen, flagged, \
+                  created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (user_id, folder, source_key) DO NOTHING RETURNING ref_id",
             )
             .bind(user)
@@ -229,6 +269,8 @@ impl Store {
             .bind(item.uid.map(i64::from))
             .bind(item.message_id.as_deref())
             .bind(&item.item)
+            .bind(i64::from(item.seen))
+            .bind(i64::from(item.flagged))
             .bind(now)
             .fetch_optional(pool)
             .await?;
@@ -350,6 +392,9 @@ impl Store {
 
     /// Records the relay's report that frame `seq` to `email`'s device was queued or
     /// delivered; returns the RefID it carried, if it was a mail item.
+    ///
+    /// A re-activated device counts its sequence numbers from the start again, so an item sent
+    /// to the old device may hold the same `seq`: only the one sent last is marked.
     pub async fn mark_mail_relayed(
         &self,
         email: &str,
@@ -359,8 +404,10 @@ impl Store {
         let seq = to_db_u64("sequence number", seq)?;
         let row: Option<(i64,)> = on_pool!(self, pool => {
             sqlx::query_as(
-                "UPDATE mail_items SET relayed_at = $1 WHERE sent_seq = $2 \
-                 AND user_id = (SELECT id FROM users WHERE email = $3) RETURNING ref_id",
+                "UPDATE mail_items SET relayed_at = $1 WHERE ref_id = ( \
+                   SELECT i.ref_id FROM mail_items i JOIN users u ON u.id = i.user_id \
+                   WHERE u.email = $3 AND i.sent_seq = $2 \
+                   ORDER BY i.sent_at DESC, i.ref_id DESC LIMIT 1) RETURNING ref_id",
             )
             .bind(now_ms())
             .bind(seq)
@@ -508,12 +555,19 @@ impl Store {
     }
 
     /// Moves outbox row `id` to `state` (`sending` counts an attempt), with an error text.
+    ///
+    /// Errors: [`StoreError::InvalidOutboxState`] for a state not in [`OUTBOX_STATES`].
     pub async fn set_outbox_state(
         &self,
         id: i64,
         state: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
+        if !OUTBOX_STATES.contains(&state) {
+            return Err(StoreError::InvalidOutboxState {
+                state: state.to_owned(),
+            });
+        }
         on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE mail_outbox SET state = $1, error = $2, updated_at = $3, \

@@ -5,6 +5,8 @@
 mod activation;
 mod devices;
 mod filters;
+mod mail;
+mod mail_sync;
 mod open;
 mod server;
 mod users;
