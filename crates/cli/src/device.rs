@@ -183,6 +183,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The phone's screen: the inbox, messages, replies and new mail as it arrives, staying
+    /// connected (and reconnecting) until q.
+    Tui,
 }
 
 /// What `mark` sets.
@@ -195,7 +198,10 @@ enum MarkAs {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    crate::init_logging("warn");
+    // The UI owns the terminal: it logs to a file, when asked to.
+    if !matches!(args.command, Cmd::Tui) {
+        crate::init_logging("warn");
+    }
     let Some(home) = args.home else {
         use clap::CommandFactory;
         crate::Cli::command()
@@ -229,6 +235,7 @@ pub async fn run(args: Args) -> Result<()> {
             | Cmd::Delete { .. }
             | Cmd::Move { .. }
             | Cmd::Attachment { .. }
+            | Cmd::Tui
     );
     let explicit = args.relay.is_some() || args.fingerprint.is_some();
     if (connects || explicit)
@@ -469,6 +476,7 @@ pub async fn run(args: Args) -> Result<()> {
                 saved.path.display()
             );
         }
+        Cmd::Tui => crate::tui::run(&mut device).await?,
         Cmd::Outbox { json } => {
             let store = device.mail_store().await?;
             let entries = store.outbox().await?;

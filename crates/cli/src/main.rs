@@ -10,6 +10,7 @@ mod device;
 mod output;
 mod relay;
 mod serve;
+mod tui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

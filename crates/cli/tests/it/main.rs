@@ -9,5 +9,6 @@ mod demo;
 mod filters;
 mod relay_device;
 mod serve;
+mod tui;
 mod usage;
 mod util;

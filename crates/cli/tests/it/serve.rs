@@ -365,6 +365,15 @@ fn a_phone_activates_through_the_binaries_with_a_relative_data_directory() {
     bramble(root, ["device", "--home", "phone", "ping"])
         .success()
         .stdout_has("Pong");
+    // The phone's screen needs a terminal; without one it says so and leaves stdout clean.
+    let tui = bramble(root, ["device", "--home", "phone", "tui"])
+        .code(1)
+        .no_panic()
+        .stderr_has("needs a terminal");
+    assert!(
+        !tui.stdout.contains('\x1b'),
+        "the terminal was touched\n{tui}"
+    );
     let status = server.terminate(STOP);
     assert!(status.success(), "bramble serve exited with {status}");
 }

@@ -1,0 +1,619 @@
+//! `bramble device tui`: the phone's screen in a terminal. The inbox, a message, the editor,
+//! and what the server pushes appearing at once.
+//!
+//! Owns the loop: one `tokio::select!` over the terminal's keys (crossterm's `EventStream`)
+//! and [`Connection::recv`], every item received handed to
+//! [`mail::handle_and_answer`] before the next `recv` (so nothing the relay forgets is lost);
+//! pending submits and changes sent with [`mail::send_pending`]; a dropped connection retried
+//! with back-off while the screen keeps working from the mail store. The screen's state and
+//! what keys do live in [`app`] (pure, tested without a terminal), the drawing in [`view`].
+//!
+//! Must not touch: the device's keys and state (only [`Device::connect`]), the mail store's
+//! tables (only [`MailStore`]'s methods). The terminal is put back as it was on every way out:
+//! `q`, an error, or a panic.
+
+pub mod app;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::io::{self, IsTerminal, Stdout};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bramble_device::mail::{self, Change, MailEvent, MailStore};
+use bramble_device::{Connection, Device, DeviceError};
+use bramble_proto::schema::{AttachmentRequest, Envelope, MoreRequest, envelope::Body};
+use crossterm::event::{Event, EventStream};
+use futures::StreamExt;
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::time::Instant;
+
+use app::{Action, App, Link};
+
+/// The first wait before connecting again; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between two tries to reach the relay.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Runs the UI until the user quits.
+///
+/// # Errors
+/// A device that is not activated (said before the screen changes), no terminal, a relay
+/// that cannot be used (its certificate changed, say), or a mail store that cannot be written.
+pub async fn run(device: &mut Device) -> Result<()> {
+    if device.server().is_none() {
+        anyhow::bail!(
+            "{} Activate it first: bramble device --home DIR activate EMAIL PASSWORD",
+            DeviceError::NotActivated
+        );
+    }
+    if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+        anyhow::bail!(
+            "bramble device tui needs a terminal; use `inbox`, `read` and `send` in scripts"
+        );
+    }
+    let home = device
+        .home()
+        .map(Path::to_owned)
+        .context("the device has no home directory")?;
+    init_file_logging(&home);
+    let store = device.mail_store().await?;
+    let own = device.profile().map(|p| p.email.clone());
+    let mut app = App::new(format!(
+        "{} · PIN {}",
+        own.as_deref().unwrap_or("(no address)"),
+        device.pin()
+    ));
+    app.set_inbox(store.inbox().await?);
+    for e in store.outbox().await?.iter().rev() {
+        if !e.state.is_final() {
+            app.track(e.client_id, &e.subject, e.state, &e.message);
+        }
+    }
+    let mut sess = Session {
+        store: &store,
+        own,
+        attachments: home.join("attachments"),
+        want_more: BTreeSet::new(),
+        want_attachments: BTreeSet::new(),
+    };
+    let mut screen = Screen::enter().context("cannot set up the terminal")?;
+    let result = run_loop(device, &mut app, &mut sess, &mut screen).await;
+    drop(screen);
+    store.close().await;
+    result
+}
+
+/// Logs go to `HOME/tui.log` when `BRAMBLE_LOG` asks for them: the screen is the terminal's.
+fn init_file_logging(home: &Path) {
+    let Ok(filter) = std::env::var("BRAMBLE_LOG") else {
+        return;
+    };
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("tui.log"))
+    else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .try_init();
+}
+
+// ---- the terminal ----------------------------------------------------------------------------
+
+/// Whether the terminal is in raw mode on the alternate screen (for the panic hook).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Puts the terminal back: cooked mode, the main screen, the cursor shown. Harmless when it
+/// already is.
+fn restore_terminal() {
+    if ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = crossterm::terminal::disable_raw_mode();
+        let _ = crossterm::execute!(
+            io::stdout(),
+            crossterm::terminal::LeaveAlternateScreen,
+            crossterm::cursor::Show
+        );
+    }
+}
+
+/// The terminal in raw mode on the alternate screen, until dropped.
+struct Screen {
+    terminal: Terminal<CrosstermBackend<Stdout>>,
+}
+
+impl Screen {
+    fn enter() -> io::Result<Screen> {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore_terminal();
+                previous(info);
+            }));
+        });
+        crossterm::terminal::enable_raw_mode()?;
+        ACTIVE.store(true, Ordering::SeqCst);
+        let entered = crossterm::execute!(io::stdout(), crossterm::terminal::EnterAlternateScreen)
+            .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())));
+        match entered {
+            Ok(terminal) => Ok(Screen { terminal }),
+            Err(e) => {
+                restore_terminal();
+                Err(e)
+            }
+        }
+    }
+
+    fn draw(&mut self, app: &App) -> io::Result<()> {
+        self.terminal.draw(|f| view::draw(f, app)).map(|_| ())
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+// ---- the loop --------------------------------------------------------------------------------
+
+/// Why the loop around one connection ended.
+#[derive(Debug)]
+enum Stop {
+    /// The user quit.
+    Quit,
+    /// The connection dropped (or could not be used): connect again later.
+    Lost(DeviceError),
+    /// Something that trying again will not mend.
+    Fatal(anyhow::Error),
+}
+
+impl From<DeviceError> for Stop {
+    fn from(e: DeviceError) -> Stop {
+        if e.is_transient() {
+            Stop::Lost(e)
+        } else {
+            Stop::Fatal(e.into())
+        }
+    }
+}
+
+impl From<io::Error> for Stop {
+    fn from(e: io::Error) -> Stop {
+        Stop::Fatal(anyhow::Error::new(e).context("the terminal failed"))
+    }
+}
+
+/// What the loop keeps besides the screen's state.
+struct Session<'s> {
+    store: &'s MailStore,
+    /// The user's own address (left out of a reply to all).
+    own: Option<String>,
+    /// Where attachments are saved: `HOME/attachments`.
+    attachments: PathBuf,
+    /// Messages whose next part was asked for and has not arrived.
+    want_more: BTreeSet<u64>,
+    /// Attachments asked for and not yet saved.
+    want_attachments: BTreeSet<(u64, u32)>,
+}
+
+fn envelope(body: Body) -> Envelope {
+    Envelope {
+        version: u32::from(bramble_proto::PROTOCOL_VERSION),
+        body: Some(body),
+    }
+}
+
+/// Connects, runs while connected, waits and connects again, until the user quits.
+async fn run_loop(
+    device: &mut Device,
+    app: &mut App,
+    sess: &mut Session<'_>,
+    screen: &mut Screen,
+) -> Result<()> {
+    let mut events = EventStream::new();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        app.link = Link::Connecting;
+        screen.draw(app)?;
+        let connected = {
+            let connecting = device.connect();
+            tokio::pin!(connecting);
+            loop {
+                tokio::select! {
+                    c = &mut connecting => break c,
+                    ev = events.next() => match terminal_event(ev, app, sess, None).await {
+                        Ok(()) | Err(Stop::Lost(_)) => screen.draw(app)?,
+                        Err(Stop::Quit) => return Ok(()),
+                        Err(Stop::Fatal(e)) => return Err(e),
+                    },
+                }
+            }
+        };
+        let reason = match connected {
+            Ok(mut conn) => {
+                backoff = FIRST_BACKOFF;
+                app.link = Link::Connected;
+                let end = online(&mut conn, app, sess, screen, &mut events).await;
+                conn.close().await;
+                match end {
+                    Stop::Quit => return Ok(()),
+                    Stop::Fatal(e) => return Err(e),
+                    Stop::Lost(e) => e.to_string(),
+                }
+            }
+            Err(e) if e.is_transient() => e.to_string(),
+            Err(e) => return Err(e.into()),
+        };
+        let until = Instant::now() + backoff;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            app.link = Link::Offline {
+                reason: reason.clone(),
+                retry_in_s: left
+                    .as_millis()
+                    .div_ceil(1000)
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            };
+            screen.draw(app)?;
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                ev = events.next() => match terminal_event(ev, app, sess, None).await {
+                    Ok(()) | Err(Stop::Lost(_)) => {}
+                    Err(Stop::Quit) => return Ok(()),
+                    Err(Stop::Fatal(e)) => return Err(e),
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// While connected: what arrives and what is typed, until the connection drops or the user
+/// quits.
+async fn online(
+    conn: &mut Connection<'_>,
+    app: &mut App,
+    sess: &mut Session<'_>,
+    screen: &mut Screen,
+    events: &mut EventStream,
+) -> Stop {
+    match online_loop(conn, app, sess, screen, events).await {
+        Ok(never) => match never {},
+        Err(stop) => stop,
+    }
+}
+
+async fn online_loop(
+    conn: &mut Connection<'_>,
+    app: &mut App,
+    sess: &mut Session<'_>,
+    screen: &mut Screen,
+    events: &mut EventStream,
+) -> Result<std::convert::Infallible, Stop> {
+    mail::send_pending(conn, sess.store).await?;
+    sess.ask_again(conn).await?;
+    refresh(app, sess.store).await?;
+    screen.draw(app)?;
+    loop {
+        tokio::select! {
+            item = conn.recv() => {
+                let item = item?;
+                // Stored (durably) before the next recv acks it to the relay.
+                let event = mail::handle_and_answer(conn, sess.store, &item).await?;
+                mail_event(event, app, sess).await?;
+            }
+            ev = events.next() => terminal_event(ev, app, sess, Some(&mut *conn)).await?,
+        }
+        screen.draw(app)?;
+    }
+}
+
+/// Reloads the list and the open message from the store.
+async fn refresh(app: &mut App, store: &MailStore) -> Result<(), DeviceError> {
+    app.set_inbox(store.inbox().await?);
+    if let Some(ref_id) = app.open.as_ref().map(|m| m.ref_id) {
+        match store.message(ref_id).await {
+            Ok(m) => app.show_message(m),
+            Err(DeviceError::MessageNotFound(_)) => {
+                app.message_gone("The message was deleted.");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A key (or the terminal's end): the app decides, the action is carried out.
+async fn terminal_event(
+    ev: Option<io::Result<Event>>,
+    app: &mut App,
+    sess: &mut Session<'_>,
+    conn: Option<&mut Connection<'_>>,
+) -> Result<(), Stop> {
+    let key = match ev {
+        None => return Err(Stop::Quit),
+        Some(Err(e)) => return Err(e.into()),
+        Some(Ok(Event::Key(key))) => key,
+        Some(Ok(_)) => return Ok(()),
+    };
+    let Some(action) = app.on_key(key) else {
+        return Ok(());
+    };
+    if action == Action::Quit {
+        return Err(Stop::Quit);
+    }
+    match perform(action, app, sess, conn).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_transient() => Err(Stop::Lost(e)),
+        // The user's mistake or a refusal: said on screen, and the UI goes on.
+        Err(e) => {
+            app.notify(e.to_string());
+            refresh(app, sess.store).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Carries out what a key asked for.
+async fn perform(
+    action: Action,
+    app: &mut App,
+    sess: &mut Session<'_>,
+    mut conn: Option<&mut Connection<'_>>,
+) -> Result<(), DeviceError> {
+    let store = sess.store;
+    match action {
+        Action::Quit => {}
+        Action::Open(ref_id) => {
+            let m = store.message(ref_id).await?;
+            if !m.seen {
+                store.mark(ref_id, Change::Seen(true)).await?;
+            }
+            app.show_message(store.message(ref_id).await?);
+            refresh(app, store).await?;
+        }
+        Action::Mark(ref_id, change) => {
+            let done = match &change {
+                Change::Seen(true) => "Marked read.",
+                Change::Seen(false) => "Marked unread.",
+                Change::Flagged(true) => "Flagged.",
+                Change::Flagged(false) => "Flag removed.",
+                Change::Deleted(true) => "Deleted.",
+                Change::Deleted(false) => "Restored.",
+                Change::MovedTo(_) => "Moved.",
+            };
+            store.mark(ref_id, change).await?;
+            app.notify(done);
+            refresh(app, store).await?;
+        }
+        Action::More(ref_id) => {
+            sess.want_more.insert(ref_id);
+            match conn.as_deref_mut() {
+                Some(c) => {
+                    sess.ask_more(c, ref_id).await?;
+                    app.notify("Fetching more of the message…");
+                }
+                None => app.notify("Out of coverage: the rest is fetched once connected."),
+            }
+        }
+        Action::SaveAttachment(ref_id, index) => {
+            if store.attachment_ready(ref_id, index).await? {
+                let text = sess.save(ref_id, index).await?;
+                app.notify(text);
+            } else {
+                sess.want_attachments.insert((ref_id, index));
+                match conn.as_deref_mut() {
+                    Some(c) => {
+                        c.send(&envelope(Body::AttachmentRequest(AttachmentRequest {
+                            ref_id,
+                            index,
+                        })))
+                        .await?;
+                        app.notify(format!("Downloading attachment {index}…"));
+                    }
+                    None => app.notify("Out of coverage: it is downloaded once connected."),
+                }
+            }
+        }
+        Action::Reply { ref_id, all } => {
+            let draft = store
+                .reply_draft(ref_id, all, "", sess.own.as_deref())
+                .await?;
+            app.start_compose(&draft);
+        }
+        Action::Forward { ref_id, to } => {
+            let draft = store.forward_draft(ref_id, &to, &[], "").await?;
+            app.start_compose(&draft);
+        }
+        Action::Send(draft) => match store.compose(&draft).await {
+            Ok(submit) => {
+                app.draft_queued(submit.client_id, &draft.subject);
+                if conn.is_none() {
+                    app.notify("Out of coverage: it is sent once connected.");
+                }
+            }
+            Err(e) if !e.is_transient() => {
+                app.draft_refused(&e.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        },
+    }
+    if let Some(c) = conn {
+        mail::send_pending(c, store).await?;
+    }
+    Ok(())
+}
+
+/// What a mail envelope from the server did, shown.
+async fn mail_event(
+    event: MailEvent,
+    app: &mut App,
+    sess: &mut Session<'_>,
+) -> Result<(), DeviceError> {
+    match event {
+        MailEvent::NewMessage { ref_id } => {
+            refresh(app, sess.store).await?;
+            if let Some(m) = app.inbox.iter().find(|m| m.ref_id == ref_id) {
+                let text = format!(
+                    "New message from {}: {}",
+                    view::short(&m.from, 30),
+                    view::short(&m.subject, 40)
+                );
+                app.notify(text);
+            }
+        }
+        MailEvent::MoreText { ref_id, .. } => {
+            sess.want_more.remove(&ref_id);
+            refresh(app, sess.store).await?;
+        }
+        MailEvent::MoreFailed { ref_id, error } => {
+            sess.want_more.remove(&ref_id);
+            app.notify(format!("No more text: {error}"));
+        }
+        MailEvent::AttachmentPiece {
+            ref_id,
+            index,
+            received,
+            total,
+            complete,
+        } => {
+            if sess.want_attachments.contains(&(ref_id, index)) {
+                if complete {
+                    sess.want_attachments.remove(&(ref_id, index));
+                    match sess.save(ref_id, index).await {
+                        Ok(text) => app.notify(text),
+                        Err(e) => app.notify(format!("The attachment was not saved: {e}")),
+                    }
+                } else {
+                    app.notify(format!(
+                        "Downloading attachment {index}: {} of {}…",
+                        view::size_text(received),
+                        view::size_text(total)
+                    ));
+                }
+            }
+        }
+        MailEvent::AttachmentFailed {
+            ref_id,
+            index,
+            error,
+        } => {
+            sess.want_attachments.remove(&(ref_id, index));
+            app.notify(format!("Attachment {index} cannot be downloaded: {error}"));
+        }
+        MailEvent::Submitted {
+            client_id,
+            state,
+            message,
+        } => app.outbox_changed(client_id, state, &message),
+        MailEvent::Changed { .. } => refresh(app, sess.store).await?,
+        MailEvent::Refused { reason } => {
+            tracing::warn!(%reason, "mail from the server refused");
+        }
+        MailEvent::Duplicate { .. } | MailEvent::NotMail => {}
+    }
+    Ok(())
+}
+
+impl Session<'_> {
+    /// Asks for the next part of a message's text.
+    async fn ask_more(&self, conn: &mut Connection<'_>, ref_id: u64) -> Result<(), DeviceError> {
+        let m = self.store.message(ref_id).await?;
+        if !m.more {
+            return Ok(());
+        }
+        conn.send(&envelope(Body::MoreRequest(MoreRequest {
+            ref_id,
+            offset: m.text.len() as u64,
+            all: false,
+        })))
+        .await?;
+        Ok(())
+    }
+
+    /// After connecting: asks again for what was asked for and has not arrived.
+    async fn ask_again(&mut self, conn: &mut Connection<'_>) -> Result<(), DeviceError> {
+        for ref_id in self.want_more.clone() {
+            match self.ask_more(conn, ref_id).await {
+                Err(DeviceError::MessageNotFound(_)) => {
+                    self.want_more.remove(&ref_id);
+                }
+                other => other?,
+            }
+        }
+        for (ref_id, index) in self.want_attachments.clone() {
+            conn.send(&envelope(Body::AttachmentRequest(AttachmentRequest {
+                ref_id,
+                index,
+            })))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Saves a downloaded attachment under `HOME/attachments`; the sentence saying where.
+    async fn save(&self, ref_id: u64, index: u32) -> Result<String, DeviceError> {
+        let m = self.store.message(ref_id).await?;
+        let name = m
+            .attachments
+            .iter()
+            .find(|a| a.index == index)
+            .map_or("attachment", |a| a.name.as_str());
+        std::fs::create_dir_all(&self.attachments).map_err(|e| {
+            DeviceError::AttachmentFailed(format!(
+                "cannot create {}: {e}",
+                self.attachments.display()
+            ))
+        })?;
+        let out = self
+            .attachments
+            .join(format!("{ref_id}-{index}-{}", safe_file_name(name)));
+        let saved = self.store.save_attachment(ref_id, index, &out).await?;
+        Ok(format!(
+            "Saved {} ({}) to {}",
+            saved.name,
+            view::size_text(saved.size),
+            saved.path.display()
+        ))
+    }
+}
+
+/// An attachment's name as a file name: no directories, no control characters, no leading
+/// dot; "attachment" when nothing is left.
+pub fn safe_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() || c == ':' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(120)
+        .collect();
+    let trimmed = cleaned.trim().trim_start_matches('.');
+    if trimmed.is_empty() {
+        "attachment".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}

@@ -1,0 +1,518 @@
+//! The UI without a terminal: messages put into an in-memory mail store as the server would
+//! push them, drawn on ratatui's `TestBackend`, and key sequences checked for the actions
+//! they produce.
+
+use bramble_device::mail::{Change, Draft, MailKind, MailStore, OutboxState};
+use bramble_proto::schema::{
+    AttachmentInfo, Envelope, MailFlags, MailHeaders, MailItem, envelope::Body,
+};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use super::app::{Action, App, Ask, Field, Link};
+use super::{safe_file_name, view};
+
+struct Item {
+    ref_id: u64,
+    from: &'static str,
+    subject: &'static str,
+    text: &'static str,
+    total: u64,
+    attachments: u32,
+    seen: bool,
+    flagged: bool,
+    priority: bool,
+    notes: Vec<String>,
+}
+
+impl Item {
+    fn new(ref_id: u64, from: &'static str, subject: &'static str) -> Item {
+        Item {
+            ref_id,
+            from,
+            subject,
+            text: "Hello there.",
+            total: 12,
+            attachments: 0,
+            seen: false,
+            flagged: false,
+            priority: false,
+            notes: Vec::new(),
+        }
+    }
+
+    fn envelope(&self) -> Envelope {
+        Envelope {
+            version: 1,
+            body: Some(Body::MailItem(Box::new(MailItem {
+                ref_id: self.ref_id,
+                folder: "INBOX".into(),
+                headers: Some(MailHeaders {
+                    from: self.from.into(),
+                    to: vec!["Bob <bob@example.com>".into()],
+                    cc: vec!["carol@example.com".into()],
+                    subject: self.subject.into(),
+                    // Later RefIDs are newer.
+                    date_ms: 1_700_000_000_000 + i64::try_from(self.ref_id).unwrap_or(0) * 60_000,
+                    message_id: format!("m{}@example.com", self.ref_id),
+                    ..Default::default()
+                }),
+                text: self.text.into(),
+                text_total: self.total,
+                attachments: (0..self.attachments)
+                    .map(|i| AttachmentInfo {
+                        index: i,
+                        name: format!("report{i}.pdf"),
+                        content_type: "application/pdf".into(),
+                        size: 3000,
+                    })
+                    .collect(),
+                notes: self.notes.clone(),
+                priority: self.priority,
+                flags: Some(MailFlags {
+                    seen: self.seen,
+                    flagged: self.flagged,
+                }),
+                size: 4000,
+                ..Default::default()
+            }))),
+        }
+    }
+}
+
+/// A store holding three messages: 1 read and flagged, 2 with priority and attachments,
+/// 3 (the newest) plain and unread.
+async fn store() -> MailStore {
+    let store = MailStore::open(None).await.expect("in-memory store");
+    let items = [
+        Item {
+            seen: true,
+            flagged: true,
+            ..Item::new(1, "Alice <alice@example.com>", "Lunch on Friday")
+        },
+        Item {
+            priority: true,
+            attachments: 2,
+            text: "The numbers are in.",
+            total: 5000,
+            notes: vec!["An attachment of 30 MiB is not shown.".into()],
+            ..Item::new(2, "Boss <boss@example.com>", "Quarterly report")
+        },
+        Item::new(3, "dave@example.com", "Build is green"),
+    ];
+    for i in &items {
+        store.handle(&i.envelope()).await.expect("stored");
+    }
+    store
+}
+
+async fn app_with(store: &MailStore) -> App {
+    let mut app = App::new("bob@example.com · PIN 2A1B3C4D");
+    app.set_inbox(store.inbox().await.expect("inbox"));
+    app.link = Link::Connected;
+    app
+}
+
+/// What the screen shows, line by line.
+fn render(app: &App, width: u16, height: u16) -> Vec<String> {
+    let mut t = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+    t.draw(|f| view::draw(f, app)).expect("drawn");
+    let buf = t.backend().buffer();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+        })
+        .collect()
+}
+
+fn screen(app: &App) -> String {
+    render(app, 110, 24).join("\n")
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn ch(c: char) -> KeyEvent {
+    key(KeyCode::Char(c))
+}
+
+fn ctrl(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        let k = if c == '\n' {
+            key(KeyCode::Enter)
+        } else {
+            ch(c)
+        };
+        assert_eq!(app.on_key(k), None, "typing {c:?}");
+    }
+}
+
+#[tokio::test]
+async fn tui_inbox_lists_newest_first_with_markers_and_status() {
+    let store = store().await;
+    let app = app_with(&store).await;
+    let lines = render(&app, 110, 24);
+    let text = lines.join("\n");
+    let row = |subject: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(subject))
+            .unwrap_or_else(|| panic!("{subject:?} not shown:\n{text}"))
+    };
+    // Newest first.
+    assert!(row("Build is green") < row("Quarterly report"), "{text}");
+    assert!(row("Quarterly report") < row("Lunch on Friday"), "{text}");
+    // Unread marker, priority, flag, attachment count; senders by name.
+    let build = &lines[row("Build is green")];
+    assert!(
+        build.contains('●') && build.contains("dave@example.com"),
+        "{build}"
+    );
+    let report = &lines[row("Quarterly report")];
+    assert!(report.contains("●!") && report.contains("Boss"), "{report}");
+    assert!(
+        report
+            .trim_end()
+            .trim_end_matches('│')
+            .trim_end()
+            .ends_with('2'),
+        "{report}"
+    );
+    let lunch = &lines[row("Lunch on Friday")];
+    assert!(lunch.contains('⚑') && !lunch.contains('●'), "{lunch}");
+    assert!(
+        lunch.contains("Alice") && !lunch.contains("alice@"),
+        "{lunch}"
+    );
+    // The newest is selected.
+    assert!(build.contains('▶'), "{build}");
+    assert!(
+        text.contains("Connected to relay · 2 unread · 3 messages"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Enter open") && text.contains("q quit"),
+        "{text}"
+    );
+    assert!(text.contains("bob@example.com · PIN 2A1B3C4D"), "{text}");
+}
+
+#[tokio::test]
+async fn tui_status_line_tells_the_connection() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    app.link = Link::Offline {
+        reason: "The relay at 127.0.0.1:4101 cannot be reached.".into(),
+        retry_in_s: 4,
+    };
+    let text = screen(&app);
+    assert!(
+        text.contains(
+            "Out of coverage: retrying in 4s · 2 unread · 3 messages · The relay at 127.0.0.1:4101 cannot be reached"
+        ),
+        "{text}"
+    );
+    app.link = Link::Connecting;
+    assert!(screen(&app).contains("Connecting to relay"));
+
+    let empty = App::new("x");
+    assert!(screen(&empty).contains("No messages."));
+}
+
+#[tokio::test]
+async fn tui_message_shows_headers_text_more_attachments_and_notes() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    app.show_message(store.message(2).await.expect("message 2"));
+    let text = screen(&app);
+    for want in [
+        "From:    Boss <boss@example.com>",
+        "To:      Bob <bob@example.com>",
+        "Cc:      carol@example.com",
+        "Subject: Quarterly report",
+        "Flags:   unread, priority",
+        "The numbers are in.",
+        "[More: 19 of 5000 bytes are on the device. Press m for the next part.]",
+        "Attachments (a, then the number, saves one):",
+        "0  report0.pdf  (application/pdf, 2.9 KiB)",
+        "1  report1.pdf",
+        "Note: An attachment of 30 MiB is not shown.",
+        "m more",
+    ] {
+        assert!(text.contains(want), "{want:?} not shown:\n{text}");
+    }
+    // The list is behind it: selected follows the open message.
+    assert_eq!(app.inbox[app.selected].ref_id, 2);
+}
+
+#[tokio::test]
+async fn tui_reply_editor_shows_the_draft_and_what_is_typed() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    let draft = store
+        .reply_draft(1, true, "", Some("bob@example.com"))
+        .await
+        .expect("draft");
+    app.start_compose(&draft);
+    type_text(&mut app, "Friday works.\nSee you");
+    let text = screen(&app);
+    for want in [
+        "Reply to all",
+        "To:      Alice <alice@example.com>",
+        "Cc:      carol@example.com",
+        "Subject: Re: Lunch on Friday",
+        "Friday works.",
+        "See you",
+        "The server adds the original message below your text.",
+        "Ctrl-S (or Ctrl-D) send",
+    ] {
+        assert!(text.contains(want), "{want:?} not shown:\n{text}");
+    }
+    assert!(
+        !text.contains("bob@example.com>"),
+        "own address left out:\n{text}"
+    );
+
+    // Sending: the draft goes out as typed; the editor waits for the outbox.
+    let Some(Action::Send(sent)) = app.on_key(ctrl('s')) else {
+        panic!("Ctrl-S did not send");
+    };
+    assert_eq!(sent.kind, MailKind::MailReplyAll);
+    assert_eq!(sent.original_ref_id, 1);
+    assert_eq!(sent.body, "Friday works.\nSee you");
+    assert_eq!(sent.to, ["Alice <alice@example.com>"]);
+    assert!(screen(&app).contains("Putting it in the outbox"));
+    assert_eq!(app.on_key(ch('x')), None, "keys wait while submitting");
+
+    // Refused by the store: the editor stays, with the reason.
+    app.draft_refused("This message cannot be sent: add at least one recipient.");
+    assert!(screen(&app).contains("Not sent: This message cannot be sent"));
+    // Taken: the editor closes and the outbox line follows it.
+    let submit = store.compose(&sent).await.expect("queued");
+    app.draft_queued(submit.client_id, &sent.subject);
+    assert!(app.compose.is_none());
+    let text = screen(&app);
+    assert!(
+        text.contains("Outbox “Re: Lunch on Friday”: Queued"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn tui_outbox_line_follows_the_states() {
+    let mut app = App::new("x");
+    app.track(7, "Hello", OutboxState::Queued, "");
+    app.outbox_changed(7, OutboxState::Accepted, "");
+    app.outbox_changed(7, OutboxState::Accepted, "");
+    app.outbox_changed(7, OutboxState::Sent, "");
+    assert!(screen(&app).contains("Outbox “Hello”: Queued → Accepted → Sent"));
+    app.track(8, "Bad", OutboxState::Queued, "");
+    app.outbox_changed(8, OutboxState::Failed, "550 no such user");
+    assert!(
+        screen(&app).contains("Outbox “Bad”: Queued → Failed: 550 no such user"),
+        "{}",
+        screen(&app)
+    );
+    // Another entry's news changes nothing here.
+    app.outbox_changed(99, OutboxState::Sent, "");
+    assert_eq!(app.sending.len(), 2);
+    // A notice goes before the outbox line, until the next key.
+    app.notify("Flagged.");
+    assert!(screen(&app).contains("Flagged."));
+    app.on_key(ch('j'));
+    assert!(screen(&app).contains("Outbox “Bad”"));
+}
+
+#[tokio::test]
+async fn tui_keys_produce_actions() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    // Inbox: 3, 2, 1. Move and open.
+    assert_eq!(app.on_key(ch('j')), None);
+    assert_eq!(app.on_key(key(KeyCode::Down)), None);
+    assert_eq!(app.on_key(key(KeyCode::Down)), None, "stays on the last");
+    assert_eq!(app.on_key(ch('k')), None);
+    assert_eq!(app.on_key(key(KeyCode::Enter)), Some(Action::Open(2)));
+    // The loop marks it read and shows it.
+    store.mark(2, Change::Seen(true)).await.expect("marked");
+    app.show_message(store.message(2).await.expect("message"));
+
+    assert_eq!(
+        app.on_key(ch('u')),
+        Some(Action::Mark(2, Change::Seen(false)))
+    );
+    assert_eq!(
+        app.on_key(ch('s')),
+        Some(Action::Mark(2, Change::Flagged(true)))
+    );
+    assert_eq!(app.on_key(ch('m')), Some(Action::More(2)));
+    assert_eq!(
+        app.on_key(ch('r')),
+        Some(Action::Reply {
+            ref_id: 2,
+            all: false
+        })
+    );
+    assert_eq!(
+        app.on_key(ch('R')),
+        Some(Action::Reply {
+            ref_id: 2,
+            all: true
+        })
+    );
+
+    // An attachment by number.
+    assert_eq!(app.on_key(ch('a')), None);
+    assert!(matches!(app.ask, Some(Ask::Attachment { count: 2, .. })));
+    assert_eq!(app.on_key(ch('5')), None, "out of range");
+    assert_eq!(app.on_key(ch('1')), Some(Action::SaveAttachment(2, 1)));
+
+    // Forward asks To.
+    assert_eq!(app.on_key(ch('f')), None);
+    assert!(screen(&app).contains("Forward"));
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        None,
+        "nobody to forward to"
+    );
+    type_text(&mut app, "carol@example.com, dave@example.com");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::Forward {
+            ref_id: 2,
+            to: vec!["carol@example.com".into(), "dave@example.com".into()]
+        })
+    );
+
+    // Delete asks y/n: n keeps it, y deletes it and goes back to the list.
+    assert_eq!(app.on_key(ch('d')), None);
+    assert!(screen(&app).contains("Delete “Quarterly report”? (y/n)"));
+    assert_eq!(app.on_key(ch('n')), None);
+    assert!(app.ask.is_none() && app.open.is_some());
+    assert_eq!(app.on_key(ch('d')), None);
+    assert_eq!(app.on_key(ch('x')), None, "another key keeps asking");
+    assert!(app.ask.is_some());
+    assert_eq!(
+        app.on_key(ch('y')),
+        Some(Action::Mark(2, Change::Deleted(true)))
+    );
+    assert!(app.open.is_none() && app.ask.is_none());
+
+    // Back in the inbox: the keys act on the selected message.
+    assert_eq!(app.on_key(key(KeyCode::Up)), None);
+    assert_eq!(app.inbox[app.selected].ref_id, 3);
+    assert_eq!(
+        app.on_key(ch('u')),
+        Some(Action::Mark(3, Change::Seen(true)))
+    );
+    assert_eq!(app.on_key(ch('G')), None);
+    assert_eq!(
+        app.on_key(ch('s')),
+        Some(Action::Mark(1, Change::Flagged(false)))
+    );
+
+    // Esc leaves a message without acting.
+    app.show_message(store.message(3).await.expect("message 3"));
+    assert_eq!(app.on_key(key(KeyCode::Esc)), None);
+    assert!(app.open.is_none());
+
+    assert_eq!(app.on_key(ch('q')), Some(Action::Quit));
+    assert_eq!(app.on_key(ctrl('c')), Some(Action::Quit));
+}
+
+#[tokio::test]
+async fn tui_compose_new_message() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    assert_eq!(app.on_key(ch('c')), None);
+    let c = app.compose.as_ref().expect("editor open");
+    assert_eq!((c.title(), c.focus), ("New message", Field::To));
+    // No recipient: not sent, the reason shown.
+    assert_eq!(app.on_key(ctrl('d')), None);
+    assert!(screen(&app).contains("Not sent: Add at least one recipient."));
+
+    type_text(&mut app, "alice@example.com; ");
+    assert_eq!(app.on_key(key(KeyCode::Tab)), None);
+    type_text(&mut app, "carol@example.com");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        None,
+        "Enter goes to the next field"
+    );
+    type_text(&mut app, "Plans");
+    assert_eq!(app.on_key(key(KeyCode::Tab)), None);
+    assert_eq!(app.compose.as_ref().map(|c| c.focus), Some(Field::Body));
+    type_text(&mut app, "Line one\nLine twoo");
+    assert_eq!(app.on_key(key(KeyCode::Backspace)), None);
+    // Home, then Backspace at the start of a line joins it to the one before.
+    assert_eq!(app.on_key(key(KeyCode::Home)), None);
+    assert_eq!(app.on_key(key(KeyCode::Backspace)), None);
+    assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+    type_text(&mut app, "é");
+    assert_eq!(
+        app.on_key(ctrl('s')),
+        Some(Action::Send(Draft {
+            kind: MailKind::MailNew,
+            original_ref_id: 0,
+            to: vec!["alice@example.com".into()],
+            cc: vec!["carol@example.com".into()],
+            bcc: vec![],
+            subject: "Plans".into(),
+            body: "Line one\néLine two".into(),
+        }))
+    );
+
+    // Esc throws a draft away.
+    app.compose = None;
+    assert_eq!(app.on_key(ch('c')), None);
+    type_text(&mut app, "x@example.com");
+    assert_eq!(app.on_key(key(KeyCode::Esc)), None);
+    assert!(app.compose.is_none());
+    assert!(screen(&app).contains("Draft discarded."));
+}
+
+#[tokio::test]
+async fn tui_selection_survives_new_mail() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    app.on_key(ch('j'));
+    assert_eq!(app.inbox[app.selected].ref_id, 2);
+    // New mail arrives on top: the same message stays selected.
+    store
+        .handle(&Item::new(9, "eve@example.com", "Newer").envelope())
+        .await
+        .expect("stored");
+    app.set_inbox(store.inbox().await.expect("inbox"));
+    assert_eq!(app.inbox[0].ref_id, 9);
+    assert_eq!(app.inbox[app.selected].ref_id, 2);
+    assert!(screen(&app).contains("3 unread · 4 messages"));
+    // It goes away: the selection stays in range.
+    store.mark(1, Change::Deleted(true)).await.expect("deleted");
+    store.mark(2, Change::Deleted(true)).await.expect("deleted");
+    app.set_inbox(store.inbox().await.expect("inbox"));
+    assert!(app.selected < app.inbox.len());
+    // The open message deleted elsewhere: back to the list, with a word why.
+    app.show_message(store.message(3).await.expect("message 3"));
+    app.message_gone("The message was deleted.");
+    assert!(app.open.is_none());
+    assert!(screen(&app).contains("The message was deleted."));
+}
+
+#[test]
+fn tui_attachment_file_names_stay_in_their_directory() {
+    assert_eq!(safe_file_name("report.pdf"), "report.pdf");
+    assert_eq!(safe_file_name("../../etc/passwd"), "_.._etc_passwd");
+    assert_eq!(safe_file_name(".bashrc"), "bashrc");
+    assert_eq!(safe_file_name("a\nb\\c:d"), "a_b_c_d");
+    assert_eq!(safe_file_name(""), "attachment");
+    assert_eq!(safe_file_name("..."), "attachment");
+    assert_eq!(safe_file_name(&"x".repeat(500)).len(), 120);
+}
