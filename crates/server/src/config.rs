@@ -156,6 +156,7 @@ impl Default for MailConfig {
             service_password_file: None,
             maildir: None,
             push_listen: None,
+            smtp: None,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct Routes {
     pub mail: mpsc::Sender<MailRequest>,
     /// Woken when a device's message to send was stored in the outbox.
     pub outbox: Arc<Notify>,
+    /// Woken when a device's change to a message was stored in the queue.
+    pub changes: Arc<Notify>,
 }
 
 /// Why a payload could not be sent to a device.
@@ -131,6 +133,7 @@ impl Dispatcher {
                 activation: routes.activation.clone(),
                 mail: routes.mail.clone(),
                 outbox: routes.outbox.clone(),
+                changes: routes.changes.clone(),
             };
             tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);
@@ -211,6 +214,7 @@ struct Shard {
     activation: mpsc::Sender<ActivationInput>,
     mail: mpsc::Sender<MailRequest>,
     outbox: Arc<Notify>,
+    changes: Arc<Notify>,
 }
 
 impl Shard {
@@ -429,9 +433,10 @@ impl Shard {
                 "mail submit",
                 Some(self.mail_submit(pin, email, seq, submit).await?),
             ),
-            Some(
-                body @ (Body::MoreRequest(_) | Body::AttachmentRequest(_) | Body::MailChange(_)),
-            ) => {
+            Some(Body::MailChange(change)) => {
+                ("mail change", self.mail_change(email, seq, &change).await?)
+            }
+            Some(body @ (Body::MoreRequest(_) | Body::AttachmentRequest(_))) => {
                 let env = Envelope {
                     version: env.version,
                     body: Some(body),
@@ -570,8 +575,37 @@ impl Shard {
         })
     }
 
-    /// More, an attachment, or a change to a message: for the messaging agent, which reads the
-    /// mailbox. A change is stored before the frame is acknowledged.
+    /// The device changed a message (read, flagged, deleted, moved): queued durably for the
+    /// messaging agent, which makes the change in the mailbox.
+    async fn mail_change(
+        &mut self,
+        email: &str,
+        seq: u64,
+        change: &schema::MailChange,
+    ) -> Result<Option<Envelope>, bramble_store::StoreError> {
+        let ref_id = i64::try_from(change.ref_id).unwrap_or(-1);
+        match self
+            .store
+            .enqueue_mail_change(email, ref_id, &change.encode_to_vec())
+            .await
+        {
+            Ok(_) => {
+                self.changes.notify_one();
+                Ok(None)
+            }
+            Err(bramble_store::StoreError::NoSuchMailItem { .. }) => Ok(Some(error_envelope(
+                schema::ErrorCode::BadRequest,
+                &format!(
+                    "The server does not know message {}, so the change was not made in your mailbox.",
+                    change.ref_id
+                ),
+                seq,
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// More or an attachment: for the messaging agent, which reads the mailbox.
     async fn pass_to_agent(
         &mut self,
         pin: Pin,
@@ -587,8 +621,7 @@ impl Shard {
         };
         let kind = match &request.env.body {
             Some(Body::MoreRequest(_)) => "more",
-            Some(Body::AttachmentRequest(_)) => "attachment",
-            _ => "mail change",
+            _ => "attachment",
         };
         // never wait here: the agent's answers go through this shard
         if let Err(e) = self.mail.try_send(request) {

@@ -261,6 +261,16 @@ pub fn mailbox_config(
     ))))
 }
 
+/// Who the embedded default's local delivery may deliver to: the users of this server, whose
+/// Maildirs the mailbox watchers make when a user is added.
+fn local_users(cfg: &ServerConfig) -> messaging::mail::transport::LocalUsers {
+    let root = cfg.mail.maildir_root(&cfg.data_dir);
+    let root = std::path::absolute(&root).unwrap_or(root);
+    Arc::new(move |email: &str| {
+        std::fs::symlink_metadata(root.join(email).join("Maildir")).is_ok_and(|m| m.is_dir())
+    })
+}
+
 /// Starts the server's components on an open store, with the SRP identity it holds.
 ///
 /// # Errors
@@ -297,6 +307,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
     let (act_tx, act_rx) = tokio::sync::mpsc::channel(1024);
     let (mail_req_tx, mail_req_rx) = tokio::sync::mpsc::channel(1024);
     let outbox = Arc::new(tokio::sync::Notify::new());
+    let changes = Arc::new(tokio::sync::Notify::new());
     let (dispatcher, shards) = Dispatcher::spawn(
         store.clone(),
         router.clone(),
@@ -307,6 +318,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
             activation: act_tx.clone(),
             mail: mail_req_tx,
             outbox: outbox.clone(),
+            changes: changes.clone(),
         },
     );
     let pump = dispatcher.clone().pump(inbound);
@@ -333,21 +345,26 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
     let (mail_tx, mut mail_rx) = tokio::sync::mpsc::channel(256);
     let mut tasks_extra = Vec::new();
     let credentials = Arc::new(messaging::credentials::Credentials::load(&store).await?);
+    let mailboxes = mailbox_config(cfg, Some(credentials.lookup()))?;
     let agent = Arc::new(messaging::mail::agent::MailAgent::new(
         store.clone(),
         dispatcher.clone(),
         events.clone(),
         cfg.mail.agent_config(),
+        messaging::mailbox::access::MailAccess::new(&mailboxes.source),
     ));
+    let transport = messaging::mail::transport::transport(cfg, local_users(cfg)).map_err(|e| {
+        tracing::error!("mail from devices cannot be sent: {e}");
+        format!("This server cannot send mail yet ({e}). Ask your administrator.")
+    });
     tasks_extra.push(tokio::spawn(agent.clone().run()));
-    let _requests = mail_req_rx; // wired to the agent's request handler next
-    let watchers = Arc::new(
-        messaging::mailbox::Watchers::new(
-            mailbox_config(cfg, Some(credentials.lookup()))?,
-            mail_tx,
-        )
-        .with_sink(agent.clone()),
-    );
+    tasks_extra.push(tokio::spawn(agent.clone().serve_requests(mail_req_rx)));
+    tasks_extra.push(tokio::spawn(agent.clone().run_changes(changes)));
+    tasks_extra.push(tokio::spawn(
+        agent.clone().run_outbox(Arc::new(transport), outbox),
+    ));
+    let watchers =
+        Arc::new(messaging::mailbox::Watchers::new(mailboxes, mail_tx).with_sink(agent.clone()));
     let forward = tokio::spawn(async move {
         while let Some(mail) = mail_rx.recv().await {
             if act_tx

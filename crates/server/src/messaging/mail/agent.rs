@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bramble_proto::Pin;
-use bramble_proto::schema::{Envelope, MailFlags, MailItem, envelope::Body};
+use bramble_proto::schema::mail_change::Change;
+use bramble_proto::schema::{Envelope, MailChange, MailFlags, MailItem, envelope::Body};
 use bramble_store::{FilterScope, MailItemRow, NewMailItem, Store, UserStatus, now_ms};
 use prost::Message;
 use tokio::sync::broadcast;
@@ -34,7 +35,8 @@ use tokio::sync::broadcast;
 use super::{content, filter};
 use crate::ServerEvent;
 use crate::dispatcher::Dispatcher;
-use crate::messaging::mailbox::{MailSink, NewMail, SinkFuture};
+use crate::messaging::mailbox::access::{Locator, MailAccess};
+use crate::messaging::mailbox::{KnownMail, MailSink, MailboxChange, NewMail, Place, SinkFuture};
 
 /// The most items resent in one round.
 const RESEND_BATCH: u32 = 500;
@@ -75,16 +77,43 @@ pub enum AgentError {
     /// The message could not be read (a bug: content never fails).
     #[error("the message could not be read: {0}")]
     Content(String),
+    /// The mailbox could not be reached or refused.
+    #[error(transparent)]
+    Access(#[from] crate::messaging::mailbox::access::AccessError),
 }
+
+/// Where the message of a RefID row is in the mailbox.
+pub(super) fn locator(row: &MailItemRow) -> Option<Locator> {
+    if let Some(rest) = row.source_key.strip_prefix("imap:") {
+        let (v, u) = rest.split_once(':')?;
+        return Some(Locator::Imap {
+            folder: row.folder.clone(),
+            uid_validity: v.parse().ok()?,
+            uid: u.parse().ok()?,
+        });
+    }
+    let name = row.source_key.strip_prefix("maildir:")?;
+    Some(Locator::Maildir {
+        folder: row.folder.clone(),
+        name: name.to_owned(),
+    })
+}
+
+/// A body text read for "More": (user, RefID) and the text.
+pub(super) type TextEntry = ((String, i64), Arc<String>);
 
 /// The forwarding agent. Cheap to share (`Arc`).
 pub struct MailAgent {
-    store: Store,
-    dispatcher: Dispatcher,
-    events: broadcast::Sender<ServerEvent>,
-    cfg: AgentConfig,
+    pub(super) store: Store,
+    pub(super) dispatcher: Dispatcher,
+    pub(super) events: broadcast::Sender<ServerEvent>,
+    pub(super) cfg: AgentConfig,
+    /// The users' mailboxes, for More, attachments, originals, changes and Sent copies.
+    pub(super) access: MailAccess,
     /// PIN → user, for the relay's delivery reports.
     pins: Mutex<HashMap<Pin, String>>,
+    /// Body texts recently read for "More", newest last.
+    pub(super) texts: Mutex<Vec<TextEntry>>,
 }
 
 impl std::fmt::Debug for MailAgent {
@@ -102,14 +131,22 @@ impl MailAgent {
         dispatcher: Dispatcher,
         events: broadcast::Sender<ServerEvent>,
         cfg: AgentConfig,
+        access: MailAccess,
     ) -> MailAgent {
         MailAgent {
             store,
             dispatcher,
             events,
             cfg,
+            access,
             pins: Mutex::new(HashMap::new()),
+            texts: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The device of `email` as the dispatcher addresses it.
+    pub(super) async fn pin_of(&self, email: &str) -> Result<Option<Pin>, AgentError> {
+        Ok(self.store.device_for_user(email).await?.map(|d| Pin(d.pin)))
     }
 
     /// Whether `email`'s mail goes to a device now: a device is activated and has its service
@@ -182,10 +219,8 @@ impl MailAgent {
         item.priority = decision.priority();
         item.flags = Some(MailFlags { seen, flagged });
         let (uid_validity, uid) = match &place {
-            crate::messaging::mailbox::Place::Imap { uid_validity, uid } => {
-                (Some(*uid_validity), Some(*uid))
-            }
-            crate::messaging::mailbox::Place::Maildir { .. } => (None, None),
+            Place::Imap { uid_validity, uid } => (Some(*uid_validity), Some(*uid)),
+            Place::Maildir { .. } => (None, None),
         };
         let new = NewMailItem {
             email: email.clone(),
@@ -195,6 +230,8 @@ impl MailAgent {
             uid,
             message_id: summary.message_id,
             item: item.encode_to_vec(),
+            seen,
+            flagged,
         };
         let (ref_id, _) = self.store.add_mail_item(&new).await?;
         tracing::debug!(user = %email, ref_id, "new mail recorded");
@@ -338,7 +375,7 @@ impl MailAgent {
         }
     }
 
-    async fn count(&self, email: &str, name: &str) {
+    pub(super) async fn count(&self, email: &str, name: &str) {
         for scope in ["global", email] {
             if let Err(e) = self.store.bump_stat(scope, name, 1).await {
                 tracing::warn!("could not update statistics: {e}");
@@ -355,7 +392,7 @@ impl MailSink for MailAgent {
     fn cursor<'a>(&'a self, email: &'a str, folder: &'a str) -> SinkFuture<'a, Option<(u32, u32)>> {
         Box::pin(async move {
             match self.store.mail_cursor(email, folder).await {
-                Ok(c) => c,
+                Ok(c) => c.map(|c| (c.uid_validity, c.next_uid)),
                 Err(e) => {
                     tracing::warn!(user = %email, "could not read where push mail stopped: {e}");
                     None
@@ -384,5 +421,115 @@ impl MailSink for MailAgent {
 
     fn offer(&self, mail: NewMail) -> SinkFuture<'_, Result<(), String>> {
         Box::pin(async move { self.forward(mail).await.map_err(|e| e.to_string()) })
+    }
+
+    fn known<'a>(
+        &'a self,
+        email: &'a str,
+        folder: &'a str,
+        limit: u32,
+    ) -> SinkFuture<'a, Vec<KnownMail>> {
+        Box::pin(async move {
+            match self.store.mail_items_in_folder(email, folder, limit).await {
+                Ok(rows) => rows
+                    .iter()
+                    .filter_map(|r| {
+                        let place = match locator(r)? {
+                            Locator::Imap {
+                                uid_validity, uid, ..
+                            } => Place::Imap { uid_validity, uid },
+                            Locator::Maildir { name, .. } => Place::Maildir { name },
+                        };
+                        Some(KnownMail {
+                            place,
+                            seen: r.seen,
+                            flagged: r.flagged,
+                        })
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(user = %email, "could not list forwarded mail: {e}");
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    fn changed(&self, change: MailboxChange) -> SinkFuture<'_, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.mailbox_changed(change).await {
+                tracing::warn!("a change in a mailbox could not be passed on to the device: {e}");
+            }
+        })
+    }
+}
+
+impl MailAgent {
+    /// Reconciliation, server to device: a message the device holds was read, flagged,
+    /// deleted or moved away in the mailbox.
+    async fn mailbox_changed(&self, change: MailboxChange) -> Result<(), AgentError> {
+        let (email, folder, place) = match &change {
+            MailboxChange::Flags {
+                mailbox,
+                folder,
+                place,
+                ..
+            }
+            | MailboxChange::Gone {
+                mailbox,
+                folder,
+                place,
+            } => (mailbox, folder, place),
+        };
+        let Some(row) = self
+            .store
+            .mail_item_by_source(email, folder, &place.source_key())
+            .await?
+        else {
+            return Ok(());
+        };
+        let ref_id = u64::try_from(row.ref_id).unwrap_or_default();
+        let mut tell = Vec::new();
+        match change {
+            MailboxChange::Flags { seen, flagged, .. } => {
+                if !self
+                    .store
+                    .set_mail_flags(row.ref_id, Some(seen), Some(flagged))
+                    .await?
+                {
+                    return Ok(());
+                }
+                if seen != row.seen {
+                    tell.push(Change::Seen(seen));
+                }
+                if flagged != row.flagged {
+                    tell.push(Change::Flagged(flagged));
+                }
+            }
+            MailboxChange::Gone { .. } => {
+                if !self.store.forget_mail_item(row.ref_id).await? {
+                    return Ok(());
+                }
+                tell.push(Change::Deleted(true));
+            }
+        }
+        if !self.store.mail_settings(email).await?.reconcile {
+            return Ok(());
+        }
+        let Some(pin) = self.pin_of(email).await? else {
+            return Ok(());
+        };
+        for change in tell {
+            tracing::debug!(user = %email, ref_id, ?change, "changed in the mailbox: telling the device");
+            let env = Envelope {
+                version: u32::from(bramble_proto::PROTOCOL_VERSION),
+                body: Some(Body::MailChange(MailChange {
+                    ref_id,
+                    change: Some(change),
+                })),
+            };
+            self.dispatcher.send(pin, env).await?;
+        }
+        Ok(())
     }
 }

@@ -14,7 +14,10 @@
 //! device. Must not touch: sealing (the dispatcher's), SQL (only `bramble-store`).
 
 pub mod agent;
+pub mod changes;
 pub mod compose;
 pub mod content;
 pub mod filter;
+pub mod outbox;
+pub mod requests;
 pub mod transport;

@@ -433,6 +433,37 @@ impl MailAccess {
         }
     }
 
+    /// The newest message in `folder` with this Message-ID (without angle brackets); `None`
+    /// when there is none (or no such folder). For the embedded Maildir store, whose local
+    /// delivery recognises a repeat by itself, always `None`.
+    ///
+    /// # Errors
+    /// An [`AccessError`]: a bad address, folder or Message-ID, or the store failed.
+    pub async fn find_message_id(
+        &self,
+        email: &str,
+        folder: &str,
+        message_id: &str,
+    ) -> Result<Option<Locator>, AccessError> {
+        let email = address(email)?;
+        check_folder(folder)?;
+        if message_id.is_empty()
+            || message_id.len() > MAX_MESSAGE_ID
+            || message_id
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\\')
+        {
+            return Ok(None);
+        }
+        let Store::Imap(cfg) = &self.store else {
+            return Ok(None);
+        };
+        let mut c = Conn::login(cfg, &email).await?;
+        let r = c.find_message_id(folder, message_id).await;
+        c.logout().await;
+        r
+    }
+
     fn wrong_store(&self, loc: &Locator) -> AccessError {
         AccessError::WrongStore {
             locator: loc.kind(),
@@ -919,6 +950,29 @@ impl<'a> Conn<'a> {
                 uid: new,
             }),
             None => Moved::Untracked,
+        }))
+    }
+
+    async fn find_message_id(
+        &mut self,
+        folder: &str,
+        message_id: &str,
+    ) -> Result<Option<Locator>, AccessError> {
+        let Some(validity) = self.select(folder).await? else {
+            return Ok(None);
+        };
+        let query = format!("HEADER Message-ID {}", quote(message_id));
+        let found = imap::timed(
+            self.cfg,
+            self.email,
+            "UID SEARCH",
+            self.session.uid_search(&query),
+        )
+        .await?;
+        Ok(found.into_iter().max().map(|uid| Locator::Imap {
+            folder: folder.to_owned(),
+            uid_validity: validity,
+            uid,
         }))
     }
 

@@ -135,6 +135,56 @@ pub trait MailSink: Send + Sync + fmt::Debug {
     /// A new message. Returns once what the device needs of it is durable; an error (in an
     /// operator's words) leaves it to be offered again later.
     fn offer(&self, mail: NewMail) -> SinkFuture<'_, Result<(), String>>;
+    /// The messages of `folder` the sink holds (forwarded to the device and not gone), with
+    /// the flags it knows them by, newest last; at most `limit`. The watcher compares them
+    /// with the mailbox (reconciliation, server to device).
+    fn known<'a>(
+        &'a self,
+        email: &'a str,
+        folder: &'a str,
+        limit: u32,
+    ) -> SinkFuture<'a, Vec<KnownMail>>;
+    /// A message the sink holds changed in the mailbox (read, flagged) or went away (deleted,
+    /// or moved to another folder).
+    fn changed(&self, change: MailboxChange) -> SinkFuture<'_, ()>;
+}
+
+/// A message the sink holds, as [`MailSink::known`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownMail {
+    /// Where it is.
+    pub place: Place,
+    /// `\Seen`, as last known.
+    pub seen: bool,
+    /// `\Flagged`, as last known.
+    pub flagged: bool,
+}
+
+/// What changed in the mailbox about a message the sink holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxChange {
+    /// Its flags are now these.
+    Flags {
+        /// The user, lower-cased.
+        mailbox: String,
+        /// The folder.
+        folder: String,
+        /// Where it is.
+        place: Place,
+        /// `\Seen`.
+        seen: bool,
+        /// `\Flagged`.
+        flagged: bool,
+    },
+    /// It is no longer in the folder (expunged, deleted, or moved elsewhere).
+    Gone {
+        /// The user, lower-cased.
+        mailbox: String,
+        /// The folder.
+        folder: String,
+        /// Where it was.
+        place: Place,
+    },
 }
 
 /// An activation request found in a user's mailbox (and removed from it).
