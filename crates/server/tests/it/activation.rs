@@ -177,6 +177,7 @@ pub(crate) async fn dovecot_site_with(
     })
     .await??;
     let (smtp, imap) = (stack.smtp_addr().to_string(), stack.imap_addr().to_string());
+    let server_smtp = smtp.clone();
     let site = Site::start_with(
         |r| {
             r.mail.maildir = None;
@@ -185,6 +186,7 @@ pub(crate) async fn dovecot_site_with(
         |s| {
             s.mail.maildir = None;
             s.mail.imap = Some(imap);
+            s.mail.smtp = Some(server_smtp);
             s.mail.service_user = Some("service".into());
             s.mail.service_password = Some("servicepw".into());
             more(s);
@@ -698,6 +700,7 @@ async fn activation_with_per_user_mailbox_passwords() -> Result {
     })
     .await??;
     let (smtp, imap) = (stack.smtp_addr().to_string(), stack.imap_addr().to_string());
+    let server_smtp = smtp.clone();
     let site = Site::start_with(
         |r| {
             r.mail.maildir = None;
@@ -706,6 +709,7 @@ async fn activation_with_per_user_mailbox_passwords() -> Result {
         |s| {
             s.mail.maildir = None;
             s.mail.imap = Some(imap);
+            s.mail.smtp = Some(server_smtp);
             s.mail.per_user = true;
         },
     )

@@ -7,6 +7,7 @@ mod admin;
 mod e2e;
 mod filters;
 mod mail;
+mod mail_send;
 mod mailbox;
 mod support;
 mod transport;
