@@ -14,10 +14,10 @@ use tokio::sync::broadcast;
 use crate::activation::{Site, dovecot_site_with, opts};
 use crate::support::Result;
 
-const WITHIN: Duration = Duration::from_secs(15);
+pub(crate) const WITHIN: Duration = Duration::from_secs(15);
 
 /// Puts a message into `email`'s Maildir the way a delivery agent does (tmp/, then new/).
-fn deliver(root: &Path, email: &str, name: &str, message: &str) -> Result {
+pub(crate) fn deliver(root: &Path, email: &str, name: &str, message: &str) -> Result {
     let maildir = root.join(email).join("Maildir");
     for d in ["tmp", "new", "cur"] {
         std::fs::create_dir_all(maildir.join(d))?;
@@ -28,7 +28,7 @@ fn deliver(root: &Path, email: &str, name: &str, message: &str) -> Result {
     Ok(())
 }
 
-fn message(from: &str, to: &str, subject: &str, body: &str) -> String {
+pub(crate) fn message(from: &str, to: &str, subject: &str, body: &str) -> String {
     format!(
         "From: {from}\nTo: {to}\nSubject: {subject}\nMessage-ID: <{}@test>\nDate: Tue, 1 Dec 2026 10:00:00 +0000\n\n{body}\n",
         subject.replace(' ', ".")
@@ -36,7 +36,7 @@ fn message(from: &str, to: &str, subject: &str, body: &str) -> String {
 }
 
 /// Waits for the agent to forward `n` messages to `email`'s device; returns their RefIDs.
-async fn forwarded(
+pub(crate) async fn forwarded(
     events: &mut broadcast::Receiver<ServerEvent>,
     email: &str,
     n: usize,
@@ -62,7 +62,7 @@ async fn forwarded(
 }
 
 /// Connects and takes everything waiting until nothing comes for `idle`.
-async fn sync(
+pub(crate) async fn sync(
     device: &mut Device,
     store: &MailStore,
     idle: Duration,
@@ -73,7 +73,7 @@ async fn sync(
     Ok(report)
 }
 
-async fn activated(site: &Site, email: &str, name: &str) -> Result<Device> {
+pub(crate) async fn activated(site: &Site, email: &str, name: &str) -> Result<Device> {
     let pw = "Mail-Test-Pw-9";
     site.user(email, Some(pw)).await?;
     let mut d = site.device(name)?;

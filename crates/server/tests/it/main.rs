@@ -8,5 +8,6 @@ mod e2e;
 mod filters;
 mod mail;
 mod mailbox;
+mod reconcile;
 mod support;
 mod transport;
