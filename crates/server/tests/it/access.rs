@@ -99,7 +99,12 @@ pub async fn wait_for(stack: &MailStack, email: &str, id: &str) -> Result<Locato
 }
 
 /// The flags of `uid` in `folder`, read over a plain IMAP login.
-async fn raw_flags(stack: &MailStack, email: &str, folder: &str, uid: u32) -> Result<Vec<String>> {
+pub(crate) async fn raw_flags(
+    stack: &MailStack,
+    email: &str,
+    folder: &str,
+    uid: u32,
+) -> Result<Vec<String>> {
     let mut s = raw_login(stack, email).await?;
     s.select(folder).await?;
     let fetched: Vec<_> = s

@@ -9,5 +9,6 @@ mod filters;
 mod mail;
 mod mail_send;
 mod mailbox;
+mod reconcile;
 mod support;
 mod transport;

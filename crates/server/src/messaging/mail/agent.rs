@@ -21,7 +21,7 @@
 //! Owns: what is forwarded, RefIDs, resends. Must not touch: sealing (the dispatcher's), the
 //! mailbox protocol (the watchers'), SQL (only `bramble-store`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,6 +114,10 @@ pub struct MailAgent {
     pins: Mutex<HashMap<Pin, String>>,
     /// Body texts recently read for "More", newest last.
     pub(super) texts: Mutex<Vec<TextEntry>>,
+    /// RefIDs whose change from the device is being made in the mailbox right now: what the
+    /// watchers report about them meanwhile is the device's own change on its way (see
+    /// [`super::changes`]), not news for the device.
+    pub(super) applying: Mutex<HashSet<i64>>,
 }
 
 impl std::fmt::Debug for MailAgent {
@@ -141,6 +145,7 @@ impl MailAgent {
             access,
             pins: Mutex::new(HashMap::new()),
             texts: Mutex::new(Vec::new()),
+            applying: Mutex::new(HashSet::new()),
         }
     }
 
@@ -488,6 +493,21 @@ impl MailAgent {
         else {
             return Ok(());
         };
+        if row.state == "removed" {
+            // deleted or moved away before: the device was told then
+            return Ok(());
+        }
+        if self
+            .applying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&row.ref_id)
+        {
+            // the device's own change, made in the mailbox before its row is updated (a move
+            // would otherwise come back to the device as a deletion)
+            tracing::debug!(user = %email, ref_id = row.ref_id, "changed in the mailbox by the device itself: not told back");
+            return Ok(());
+        }
         let ref_id = u64::try_from(row.ref_id).unwrap_or_default();
         let mut tell = Vec::new();
         match change {

@@ -5,10 +5,13 @@
 //! The dispatcher stores each `MailChange` in the configuration database's queue before the
 //! frame is acknowledged; this worker takes them oldest first, applies them through
 //! [`MailAccess`](crate::messaging::mailbox::access::MailAccess), records the result on the
-//! RefID's row (so the watcher does not report the change back as news) and removes them from
-//! the queue. A change that fails (the mail server is away) stays queued and is tried again,
-//! with a growing pause, up to [`MAX_ATTEMPTS`] times. Every change is idempotent (setting a
-//! flag twice, deleting what is gone), so one applied twice after a crash does no harm.
+//! RefID's row (so the watcher does not report the change back as news; while a change is
+//! being made, before its row is updated, what the watchers report about that message is not
+//! told back either — a move would otherwise return to the device as a deletion) and removes
+//! them from the queue. A change that fails (the mail server is away) stays queued and is
+//! tried again, with a growing pause, up to [`MAX_ATTEMPTS`] times. Every change is idempotent
+//! (setting a flag twice, deleting what is gone), so one applied twice after a crash does no
+//! harm.
 //!
 //! Owns: applying the device's changes. Must not touch: sealing, the watchers, SQL beyond
 //! `bramble-store`.
@@ -106,6 +109,7 @@ impl MailAgent {
         let Some(loc) = locator(&item) else {
             return Ok(());
         };
+        let _applying = Applying::new(self, row.ref_id);
         let email = row.email.as_str();
         match what {
             Change::Seen(seen) => {
@@ -178,5 +182,32 @@ impl MailAgent {
         }
         tracing::debug!(user = %email, ref_id = row.ref_id, "change from the device made in the mailbox");
         Ok(())
+    }
+}
+
+/// Marks a RefID as being changed by its device until dropped (see [`MailAgent::applying`]).
+struct Applying<'a> {
+    agent: &'a MailAgent,
+    ref_id: i64,
+}
+
+impl<'a> Applying<'a> {
+    fn new(agent: &'a MailAgent, ref_id: i64) -> Applying<'a> {
+        agent
+            .applying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ref_id);
+        Applying { agent, ref_id }
+    }
+}
+
+impl Drop for Applying<'_> {
+    fn drop(&mut self) {
+        self.agent
+            .applying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.ref_id);
     }
 }

@@ -14,7 +14,16 @@
 //!    the channel, then removed with `UID STORE +FLAGS.SILENT (\Deleted)` and `UID EXPUNGE`
 //!    (plain `EXPUNGE` on a server without UIDPLUS, which also removes other messages flagged
 //!    `\Deleted`).
-//! 4. `IDLE` until the server reports a change (Dovecot holds IDLE notifications for 500 ms)
+//! 4. Reconciliation (with a sink that holds messages of this INBOX): the known UIDs under the
+//!    current UIDVALIDITY, in chunks of 500, `UID SEARCH UID set` (which are still there) and
+//!    `UID FETCH set (UID FLAGS)` — after the first comparison of a connection with
+//!    `(CHANGEDSINCE modseq)` when INBOX was selected with CONDSTORE, so only changed
+//!    messages come back (the mod-sequence is kept in memory, not across connections). A
+//!    message whose flags differ is reported changed; one not found, marked `\Deleted`, or
+//!    known under another UIDVALIDITY, gone. A refusal skips the round (and turns
+//!    `CHANGEDSINCE` off); an answer that does not parse reconnects without CONDSTORE, and a
+//!    second time turns reconciliation off for the mailbox.
+//! 5. `IDLE` until the server reports a change (Dovecot holds IDLE notifications for 500 ms)
 //!    or [`ImapConfig::idle_timeout`] passes (RFC 2177: re-IDLE within 29 minutes), then
 //!    `DONE` and back to 1. A server without IDLE is looked at every
 //!    [`ImapConfig::poll_interval`].
@@ -330,6 +339,8 @@ pub(crate) type Session = async_imap::Session<Box<dyn ImapIo>>;
 struct Opened {
     session: Session,
     info: MailboxInfo,
+    /// HIGHESTMODSEQ, when the folder was selected with CONDSTORE and the server gave one.
+    highest_modseq: Option<u64>,
 }
 
 /// What the server said, without async-imap's `code: …, info: …` wrapping where possible.
@@ -369,9 +380,15 @@ pub(crate) async fn timed<T>(
 }
 
 /// Connects, logs in for `email`, selects `folder` (as sent to the server: `INBOX`, or a
-/// modified UTF-7 name).
-async fn open(cfg: &ImapConfig, email: &str, folder: &str) -> Result<Opened, ImapError> {
+/// modified UTF-7 name); with `condstore`, `SELECT … (CONDSTORE)` when the server offers it.
+async fn open(
+    cfg: &ImapConfig,
+    email: &str,
+    folder: &str,
+    condstore: bool,
+) -> Result<Opened, ImapError> {
     let (mut session, caps) = login(cfg, email).await?;
+    let condstore = condstore && caps.has_str("CONDSTORE");
     let what = if folder == "INBOX" {
         "SELECT INBOX"
     } else {
@@ -382,7 +399,14 @@ async fn open(cfg: &ImapConfig, email: &str, folder: &str) -> Result<Opened, Ima
         what,
         after: cfg.timeout,
     };
-    let mailbox = match tokio::time::timeout(cfg.timeout, session.select(folder)).await {
+    let select = async {
+        if condstore {
+            session.select_condstore(folder).await
+        } else {
+            session.select(folder).await
+        }
+    };
+    let mailbox = match tokio::time::timeout(cfg.timeout, select).await {
         Err(_) => return Err(timeout(what)),
         Ok(Ok(m)) => m,
         Ok(Err(e @ (ProtoError::No(_) | ProtoError::Bad(_)))) => {
@@ -408,7 +432,11 @@ async fn open(cfg: &ImapConfig, email: &str, folder: &str) -> Result<Opened, Ima
         idle: caps.has_str("IDLE"),
         uidplus: caps.has_str("UIDPLUS"),
     };
-    Ok(Opened { session, info })
+    Ok(Opened {
+        session,
+        info,
+        highest_modseq: mailbox.highest_modseq.filter(|_| condstore),
+    })
 }
 
 /// Connects and logs in for `email` (as [`ImapConfig::auth`] says); returns the session in
@@ -514,7 +542,7 @@ pub(crate) async fn logout(mut session: Session) {
 
 /// See [`super::Watchers::check_login`].
 pub(crate) async fn check_login(cfg: &ImapConfig, email: &str) -> Result<MailboxInfo, ImapError> {
-    let opened = open(cfg, email, "INBOX").await?;
+    let opened = open(cfg, email, "INBOX", false).await?;
     logout(opened.session).await;
     Ok(opened.info)
 }
@@ -545,8 +573,26 @@ struct Watcher {
     /// Push mail: the first UID not yet offered to the sink (`None`: no sink, or not known
     /// yet).
     push_from: Option<u32>,
+    /// Reconciliation, server to device.
+    rec: Reconcile,
     backoff: Backoff,
     failures: u32,
+}
+
+/// What a watcher keeps for reconciliation, server to device.
+#[derive(Debug)]
+struct Reconcile {
+    /// Compare at all (false once the server's flag answers did not parse even without
+    /// CONDSTORE).
+    enabled: bool,
+    /// Select with CONDSTORE when the server offers it (false once its answers did not parse,
+    /// or it refused `CHANGEDSINCE`).
+    condstore: bool,
+    /// This connection: every flag change up to this mod-sequence has been compared; `None`:
+    /// compare every flag next time (after each connect).
+    modseq: Option<u64>,
+    /// HIGHESTMODSEQ from this connection's `SELECT INBOX (CONDSTORE)`; `None` without CONDSTORE.
+    selected_modseq: Option<u64>,
 }
 
 /// Why an IDLE ended.
@@ -568,6 +614,12 @@ pub(crate) async fn run(cx: Context, cfg: Arc<ImapConfig>) {
         pending_delete: BTreeSet::new(),
         use_bodystructure: true,
         push_from: None,
+        rec: Reconcile {
+            enabled: true,
+            condstore: true,
+            modseq: None,
+            selected_modseq: None,
+        },
         backoff,
         failures: 0,
     };
@@ -611,11 +663,14 @@ impl Watcher {
     /// One connection: `Ok` when the watcher is to stop, `Err` when the connection failed.
     async fn session(&mut self) -> Result<(), ImapError> {
         let opened = tokio::select! {
-            o = open(&self.cfg, &self.cx.email, "INBOX") => o?,
+            o = open(&self.cfg, &self.cx.email, "INBOX", self.rec.condstore) => o?,
             () = self.cx.cancel.cancelled() => return Ok(()),
         };
         let info = opened.info;
         let mut session = opened.session;
+        // a new connection compares every flag first
+        self.rec.modseq = None;
+        self.rec.selected_modseq = opened.highest_modseq;
         self.selected(&info);
         self.resume_push(&info).await;
         tracing::debug!(mailbox = %self.cx.email, ?info, "IMAP INBOX selected");
@@ -624,6 +679,7 @@ impl Watcher {
                 logout(session).await;
                 return Ok(());
             }
+            self.reconcile(&mut session).await?;
             // unsolicited EXISTS/EXPUNGE/FETCH: the next look sees what they announce
             while session.unsolicited_responses.try_recv().is_ok() {}
             if self.failures > 0 {
@@ -1005,6 +1061,251 @@ impl Watcher {
     }
 }
 
+/// The most of the sink's messages compared with INBOX per look.
+const KNOWN_LIMIT: u32 = 5000;
+/// At most this many UIDs per `UID SEARCH` or `UID FETCH` of flags.
+const FLAGS_CHUNK: usize = 500;
+/// At most this many changes passed to the sink per look; the rest in the next look, right
+/// after.
+const CHANGES_PER_LOOK: usize = 500;
+
+/// Why a step of reconciliation failed.
+enum RecFailure {
+    /// The server refused a command (NO, BAD): skip this round.
+    Refused(String),
+    /// An answer did not parse: the connection is out of step.
+    Parse(ImapError),
+    /// The connection broke or timed out.
+    Broken(ImapError),
+}
+
+/// `fut`, bounded by [`ImapConfig::timeout`], sorted into [`RecFailure`]s.
+async fn rec_step<T>(
+    cfg: &ImapConfig,
+    email: &str,
+    what: &'static str,
+    fut: impl Future<Output = async_imap::error::Result<T>>,
+) -> Result<T, RecFailure> {
+    match tokio::time::timeout(cfg.timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e @ (ProtoError::No(_) | ProtoError::Bad(_)))) => Err(RecFailure::Refused(format!(
+            "IMAP {what} for {email} was refused: {}",
+            server_said(&e)
+        ))),
+        Ok(Err(e)) => {
+            let parse = matches!(e, ProtoError::Parse(_));
+            // `parse: false`: a flags answer that does not parse says nothing about
+            // BODYSTRUCTURE (see `run`)
+            let err = ImapError::Protocol {
+                email: email.to_owned(),
+                what,
+                reason: server_said(&e),
+                parse: false,
+            };
+            Err(if parse {
+                RecFailure::Parse(err)
+            } else {
+                RecFailure::Broken(err)
+            })
+        }
+        Err(_) => Err(RecFailure::Broken(ImapError::Timeout {
+            addr: cfg.addr.clone(),
+            what,
+            after: cfg.timeout,
+        })),
+    }
+}
+
+/// A UID set with runs written as ranges: `1:3,7,9:10` (`uids` sorted).
+fn uid_ranges(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end.saturating_add(1) {
+            i += 1;
+            end = uids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// (seen, flagged, deleted) from a message's flags.
+fn flags_of(f: &async_imap::types::Fetch) -> (bool, bool, bool) {
+    let (mut seen, mut flagged, mut deleted) = (false, false, false);
+    for flag in f.flags() {
+        match flag {
+            async_imap::types::Flag::Seen => seen = true,
+            async_imap::types::Flag::Flagged => flagged = true,
+            async_imap::types::Flag::Deleted => deleted = true,
+            _ => {}
+        }
+    }
+    (seen, flagged, deleted)
+}
+
+impl Watcher {
+    /// Reconciliation, server to device: compares INBOX with the messages the sink holds and
+    /// tells it what was read, flagged, expunged or moved away meanwhile. A refusal by the
+    /// server is logged and the round skipped; an answer that does not parse turns CONDSTORE
+    /// off (then reconciliation) and reconnects; a broken connection reconnects.
+    async fn reconcile(&mut self, s: &mut Session) -> Result<(), ImapError> {
+        match self.try_reconcile(s).await {
+            Ok(()) => Ok(()),
+            Err(RecFailure::Refused(why)) => {
+                if self.rec.modseq.is_some() {
+                    tracing::warn!(mailbox = %self.cx.email, "{why}; from now on every flag is compared (CONDSTORE is not used)");
+                    self.rec.condstore = false;
+                    self.rec.modseq = None;
+                    self.rec.selected_modseq = None;
+                } else {
+                    tracing::warn!(mailbox = %self.cx.email, "{why}; changes made in the mailbox reach the device after the next look");
+                }
+                Ok(())
+            }
+            Err(RecFailure::Parse(e)) => {
+                if self.rec.condstore {
+                    tracing::warn!(mailbox = %self.cx.email, "{e}: reconnecting without CONDSTORE (every flag is compared)");
+                    self.rec.condstore = false;
+                } else {
+                    tracing::error!(mailbox = %self.cx.email, "{e}: reconnecting; read, flagged, deleted and moved messages are no longer passed on to the device for this mailbox until the server restarts");
+                    self.rec.enabled = false;
+                }
+                Err(e)
+            }
+            Err(RecFailure::Broken(e)) => Err(e),
+        }
+    }
+
+    async fn try_reconcile(&mut self, s: &mut Session) -> Result<(), RecFailure> {
+        let Some(sink) = self.cx.sink.clone() else {
+            return Ok(());
+        };
+        let Some(validity) = self.uid_validity.filter(|_| self.rec.enabled) else {
+            return Ok(());
+        };
+        let email = self.cx.email.clone();
+        let cfg = self.cfg.clone();
+        let known = sink.known(&email, "INBOX", KNOWN_LIMIT).await;
+        if known.is_empty() {
+            return Ok(());
+        }
+        let gone = |place| super::MailboxChange::Gone {
+            mailbox: email.clone(),
+            folder: "INBOX".to_owned(),
+            place,
+        };
+        let mut changes = Vec::new();
+        let mut flags = std::collections::BTreeMap::new();
+        for k in known {
+            match k.place {
+                super::Place::Imap { uid_validity, uid } if uid_validity == validity => {
+                    flags.insert(uid, (k.seen, k.flagged));
+                }
+                // recorded under another UIDVALIDITY: those UIDs name nothing now
+                place @ super::Place::Imap { .. } => changes.push(gone(place)),
+                super::Place::Maildir { .. } => {}
+            }
+        }
+        let since = self.rec.modseq;
+        let mut top = since;
+        tracing::trace!(mailbox = %email, known = flags.len(), changed_since = ?since, "comparing INBOX with the messages on the device");
+        let uids: Vec<u32> = flags.keys().copied().collect();
+        for chunk in uids.chunks(FLAGS_CHUNK) {
+            let set = uid_ranges(chunk);
+            let present = rec_step(
+                &cfg,
+                &email,
+                "UID SEARCH (known messages)",
+                s.uid_search(format!("UID {set}")),
+            )
+            .await?;
+            let items = match since {
+                Some(m) => format!("(UID FLAGS) (CHANGEDSINCE {m})"),
+                None => "(UID FLAGS)".to_owned(),
+            };
+            let fetched = rec_step(&cfg, &email, "UID FETCH (flags)", async {
+                s.uid_fetch(&set, &items)
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await
+            })
+            .await?;
+            let mut deleted = BTreeSet::new();
+            for f in &fetched {
+                let Some(uid) = f.uid else { continue };
+                let Some(&(was_seen, was_flagged)) = flags.get(&uid) else {
+                    continue;
+                };
+                if let Some(m) = f.modseq {
+                    top = Some(top.map_or(m, |t: u64| t.max(m)));
+                }
+                if !present.contains(&uid) {
+                    continue;
+                }
+                let (seen, flagged, del) = flags_of(f);
+                if del {
+                    // marked for deletion (Maildir's T): as good as gone for the device
+                    deleted.insert(uid);
+                } else if (seen, flagged) != (was_seen, was_flagged) {
+                    changes.push(super::MailboxChange::Flags {
+                        mailbox: email.clone(),
+                        folder: "INBOX".to_owned(),
+                        place: super::Place::Imap {
+                            uid_validity: validity,
+                            uid,
+                        },
+                        seen,
+                        flagged,
+                    });
+                }
+            }
+            drop(fetched);
+            for &uid in chunk {
+                if !present.contains(&uid) || deleted.contains(&uid) {
+                    changes.push(gone(super::Place::Imap {
+                        uid_validity: validity,
+                        uid,
+                    }));
+                }
+            }
+        }
+        let all = changes.len() <= CHANGES_PER_LOOK;
+        if !all {
+            tracing::debug!(mailbox = %email, changes = changes.len(), "many changes in the mailbox: {CHANGES_PER_LOOK} passed on now, the rest right after");
+            changes.truncate(CHANGES_PER_LOOK);
+            // look again right away instead of waiting in IDLE
+            self.cx.poke.notify_one();
+        }
+        for change in changes {
+            if self.cx.cancel.is_cancelled() {
+                return Ok(());
+            }
+            tracing::trace!(mailbox = %email, ?change, "changed in the mailbox");
+            sink.changed(change).await;
+        }
+        if all {
+            // after a full comparison, every change up to the SELECT's HIGHESTMODSEQ is seen
+            self.rec.modseq = if since.is_none() {
+                self.rec.selected_modseq
+            } else {
+                top
+            };
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1028,5 +1329,12 @@ mod tests {
         );
         assert!(!format!("{auth:?}").contains("pw\""));
         assert_eq!(uid_set([1, 5, 7]), "1,5,7");
+        assert_eq!(uid_ranges(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(uid_ranges(&[4]), "4");
+        assert_eq!(uid_ranges(&[]), "");
+        assert_eq!(
+            uid_ranges(&[u32::MAX - 1, u32::MAX]),
+            "4294967294:4294967295"
+        );
     }
 }

@@ -13,7 +13,10 @@
 //! [`super::Watchers`]: the kernel allows only 128 instances per user), and every
 //! [`MaildirConfig::rescan_interval`] as a safety net (and the only trigger when inotify cannot
 //! be had). A file is read once per task (bounded by the size limit); an activation request is
-//! handed over, then its file deleted.
+//! handed over, then its file deleted. Each look then compares the messages the sink holds with
+//! the files (see [`super`]: reconciliation): flags from the info part (`:2,` `S` seen, `F`
+//! flagged; `T` trashed counts as gone), and a base name found in neither `new/` nor `cur/`
+//! (twice in a row) is gone.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -212,18 +215,19 @@ pub(crate) async fn run(cx: Context, w: MailboxWatch) {
 async fn look(cx: &Context, w: &MailboxWatch, known: &mut HashSet<OsString>) -> io::Result<bool> {
     let mut present = HashSet::new();
     let mut fresh: Vec<(OsString, PathBuf, OsString)> = Vec::new();
+    let mut files = HashMap::new();
     for sub in ["new", "cur"] {
         let dir = w.maildir.join(sub);
         let mut entries = tokio::fs::read_dir(&dir).await?;
         while let Some(entry) = entries.next_entry().await? {
             let name = entry.file_name();
-            let bytes = name.as_encoded_bytes();
-            if bytes.starts_with(b".") {
+            let Some((base, flags)) = listed(&name) else {
                 continue;
-            }
-            let base_len = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
-            let base = OsString::from(String::from_utf8_lossy(&bytes[..base_len]).into_owned());
+            };
+            let base = OsString::from(base);
             present.insert(base.clone());
+            // a name in both (a reader moving it right now): cur/'s, listed last, counts
+            files.insert(base.clone(), flags);
             if !known.contains(&base) {
                 fresh.push((name, entry.path(), base));
             }
@@ -253,7 +257,131 @@ async fn look(cx: &Context, w: &MailboxWatch, known: &mut HashSet<OsString>) -> 
             }
         }
     }
+    reconcile(cx, w, &files).await;
     Ok(true)
+}
+
+/// A directory entry's base name and flags; `None` for a name to ignore (starting with `.`).
+fn listed(name: &std::ffi::OsStr) -> Option<(String, FileFlags)> {
+    let bytes = name.as_encoded_bytes();
+    if bytes.starts_with(b".") {
+        return None;
+    }
+    let base_len = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
+    let base = String::from_utf8_lossy(&bytes[..base_len]).into_owned();
+    Some((base, FileFlags::of(&name.to_string_lossy())))
+}
+
+/// The flags in a Maildir file name's info part (`…:2,FST`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FileFlags {
+    /// `S`: seen.
+    seen: bool,
+    /// `F`: flagged.
+    flagged: bool,
+    /// `T`: trashed (IMAP's `\Deleted`), to be removed.
+    trashed: bool,
+}
+
+impl FileFlags {
+    fn of(name: &str) -> FileFlags {
+        match name.split_once(":2,") {
+            Some((_, f)) => FileFlags {
+                seen: f.contains('S'),
+                flagged: f.contains('F'),
+                trashed: f.contains('T'),
+            },
+            None => FileFlags::default(),
+        }
+    }
+}
+
+/// At most this many of the sink's messages compared per look.
+const KNOWN_LIMIT: u32 = 5000;
+/// At most this many changes passed to the sink per look; the rest in the next look, right
+/// after.
+const CHANGES_PER_LOOK: usize = 500;
+
+/// Reconciliation, server to device: compares the messages the sink holds with `files` (base
+/// name → flags, as just listed) and tells it what was read, flagged, trashed or removed.
+/// A name missing from the listing is looked for once more before it counts as gone (a
+/// rename in `cur/`, which is how a flag changes, may hide a file from a listing). Failures
+/// are logged; the next look tries again.
+async fn reconcile(cx: &Context, w: &MailboxWatch, files: &HashMap<OsString, FileFlags>) {
+    let Some(sink) = &cx.sink else {
+        return;
+    };
+    let known = sink.known(&cx.email, "INBOX", KNOWN_LIMIT).await;
+    if known.is_empty() {
+        return;
+    }
+    let mut changes = Vec::new();
+    let mut missing = Vec::new();
+    for k in known {
+        let super::Place::Maildir { name } = k.place else {
+            continue;
+        };
+        match files.get(std::ffi::OsStr::new(&name)) {
+            None => missing.push(name),
+            Some(f) if f.trashed => changes.push(gone(cx, name)),
+            Some(f) if (f.seen, f.flagged) != (k.seen, k.flagged) => {
+                changes.push(super::MailboxChange::Flags {
+                    mailbox: cx.email.clone(),
+                    folder: "INBOX".to_owned(),
+                    place: super::Place::Maildir { name },
+                    seen: f.seen,
+                    flagged: f.flagged,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        match list_again(w).await {
+            Ok(now) => changes.extend(
+                missing
+                    .into_iter()
+                    .filter(|name| now.get(name).is_none_or(|f| f.trashed))
+                    .map(|name| gone(cx, name)),
+            ),
+            Err(e) => {
+                tracing::warn!(mailbox = %cx.email, "reading the Maildir {} again: {e}; removed messages reach the device after the next look", w.maildir.display());
+            }
+        }
+    }
+    if changes.len() > CHANGES_PER_LOOK {
+        changes.truncate(CHANGES_PER_LOOK);
+        w.poke.notify_one();
+    }
+    for change in changes {
+        if cx.cancel.is_cancelled() {
+            return;
+        }
+        tracing::trace!(mailbox = %cx.email, ?change, "changed in the mailbox");
+        sink.changed(change).await;
+    }
+}
+
+fn gone(cx: &Context, name: String) -> super::MailboxChange {
+    super::MailboxChange::Gone {
+        mailbox: cx.email.clone(),
+        folder: "INBOX".to_owned(),
+        place: super::Place::Maildir { name },
+    }
+}
+
+/// `new/` and `cur/` listed again: base name → flags.
+async fn list_again(w: &MailboxWatch) -> io::Result<HashMap<String, FileFlags>> {
+    let mut files = HashMap::new();
+    for sub in ["new", "cur"] {
+        let mut entries = tokio::fs::read_dir(w.maildir.join(sub)).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            if let Some((base, flags)) = listed(&entry.file_name()) {
+                files.insert(base, flags);
+            }
+        }
+    }
+    Ok(files)
 }
 
 enum Seen {
@@ -300,14 +428,11 @@ async fn move_to_cur(cx: &Context, path: &Path) -> io::Result<()> {
 
 /// The flags in a Maildir file name's info part (`…:2,FS`): (seen, flagged).
 fn maildir_flags(path: &Path) -> (bool, bool) {
-    let name = path
+    let f = path
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| FileFlags::of(&n.to_string_lossy()))
         .unwrap_or_default();
-    match name.split_once(":2,") {
-        Some((_, flags)) => (flags.contains('S'), flags.contains('F')),
-        None => (false, false),
-    }
+    (f.seen, f.flagged)
 }
 
 /// Offers a message in `new/` to the sink (when it wants this user's mail), then moves it to
@@ -459,5 +584,28 @@ mod tests {
         );
         assert_eq!(mailbox_of(root, Path::new("/elsewhere/x")), None);
         assert_eq!(mailbox_of(root, Path::new("/srv/mail")), None);
+    }
+
+    #[test]
+    fn file_names_give_base_and_flags() {
+        let l = |n: &str| listed(std::ffi::OsStr::new(n));
+        let f = |seen, flagged, trashed| FileFlags {
+            seen,
+            flagged,
+            trashed,
+        };
+        assert_eq!(
+            l("1001.a.host:2,FS"),
+            Some(("1001.a.host".into(), f(true, true, false)))
+        );
+        assert_eq!(
+            l("1001.a.host:2,ST"),
+            Some(("1001.a.host".into(), f(true, false, true)))
+        );
+        assert_eq!(
+            l("1002.b.host"),
+            Some(("1002.b.host".into(), FileFlags::default()))
+        );
+        assert_eq!(l(".hidden"), None);
     }
 }

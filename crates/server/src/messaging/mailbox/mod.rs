@@ -29,13 +29,28 @@
 //! a mail client does. While [`MailSink::wants`] says no (no device takes this user's mail),
 //! new messages are passed over and not offered later.
 //!
+//! Reconciliation, server to device: after each look for new mail, a watcher with a sink also
+//! compares the mailbox with the messages the sink holds for INBOX ([`MailSink::known`], at
+//! most 5,000) and reports each one whose `\Seen` or `\Flagged` changed
+//! ([`MailboxChange::Flags`]) or that is no longer there — expunged, moved to another folder,
+//! marked `\Deleted` (Maildir: `T`), or recorded under an older UIDVALIDITY
+//! ([`MailboxChange::Gone`]); the sink decides what the device is told (the user's
+//! `reconcile` setting). IMAP: `UID SEARCH` and `UID FETCH (UID FLAGS)` of the known UIDs,
+//! with CONDSTORE (`CHANGEDSINCE`) when the server offers it, every flag compared after each
+//! connect; Maildir: the base names and info parts (`:2,` with `S`, `F`, `T`) in `new/` and
+//! `cur/`, a name that is missing being looked for once more before it counts as gone. At most
+//! 500 changes are reported per look (the rest in the next, right after); nothing is done when
+//! the sink holds nothing; a failure of this step is logged (IMAP: a broken connection
+//! reconnects) and does not stop the watcher.
+//!
 //! Every message is hostile input: a message over [`MailboxConfig::max_message_bytes`] is not
 //! downloaded (it is logged and left in the mailbox); an `ETP.DAT` over
 //! [`MailboxConfig::max_etp_dat_bytes`] is logged and the message removed; a message that does not
 //! parse or has no `ETP.DAT` is left untouched (later, push mail sends it to the phone). Parsing
 //! never panics the watcher (mail-parser runs under `catch_unwind` as a last line of defence).
 //!
-//! Owns: reading and removing activation mails. Must not touch: what an `ETP.DAT` means (the
+//! Owns: reading and removing activation mails, offering new mail, noticing changes to
+//! forwarded mail. Must not touch: what an `ETP.DAT` means (the
 //! activation service decodes it), SQL, the relay link.
 
 pub mod access;
