@@ -7,6 +7,7 @@
 mod config;
 mod demo;
 mod filters;
+mod kill;
 mod relay_device;
 mod serve;
 mod tui;

@@ -1272,14 +1272,18 @@ impl MailStore {
         })
     }
 
-    /// The submits the server has not accepted yet, oldest first: send them on every
-    /// connection (the server recognises a repeated `client_id`).
+    /// The submits whose fate the device does not know yet (not accepted, or accepted but not
+    /// yet reported sent or failed), oldest first: send them on every connection. The server
+    /// recognises a repeated `client_id`, sends nothing twice, and answers with where the
+    /// message stands, so an answer lost with a connection (or a server that stopped) is given
+    /// again.
     ///
     /// # Errors
     /// When the store cannot be read.
     pub async fn unsent(&self) -> Result<Vec<MailSubmit>, DeviceError> {
         let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT client_id, submit FROM outbox WHERE state = 'queued' ORDER BY client_id",
+            "SELECT client_id, submit FROM outbox WHERE state IN ('queued', 'accepted') \
+             ORDER BY client_id",
         )
         .fetch_all(&self.pool)
         .await

@@ -79,6 +79,8 @@ impl MailAgent {
                 return Some(Duration::from_secs(5));
             }
         };
+        let full = rows.len() >= BATCH as usize;
+        let mut processed = 0;
         let mut soonest: Option<Duration> = None;
         let now = now_ms();
         for row in rows {
@@ -95,6 +97,11 @@ impl MailAgent {
             // outcome failed): it may have reached the mail server
             let interrupted = row.state == "sending";
             self.send_outbox_row(transport, row, interrupted).await;
+            processed += 1;
+        }
+        if full && processed > 0 {
+            // a full batch: more may be waiting right now
+            return Some(Duration::ZERO);
         }
         soonest
     }
