@@ -206,6 +206,8 @@ pub async fn run(args: Args) -> Result<()> {
         conn.close().await;
     }
 
+    push_mail(&dir, &admin, &running, &mut device).await?;
+
     running.shutdown().await;
     println!();
     println!("What to try next:");
@@ -231,9 +233,161 @@ pub async fn run(args: Args) -> Result<()> {
             "bramble admin user show bob@example.com",
             "the status timeline",
         ),
+        (
+            "bramble device --home ./phone inbox",
+            "the mail pushed to the phone",
+        ),
+        (
+            "bramble device --home ./phone send --to a@example.com --subject Hi --body …",
+            "mail from the phone",
+        ),
+        (
+            "bramble device --home ./phone tui",
+            "use the phone in a terminal",
+        ),
     ] {
         println!("  {cmd:<68} {what}");
     }
+    Ok(())
+}
+
+/// Steps 7 and 8: a message arrives in alice's mailbox and is pushed to the phone; the phone
+/// replies, and the reply (with the original appended by the server) lands in bob's mailbox.
+async fn push_mail(
+    dir: &std::path::Path,
+    admin: &Client,
+    running: &serve::Running,
+    device: &mut Device,
+) -> Result<()> {
+    use bramble_device::mail::{self, MailEvent, OutboxState};
+    const BOB: &str = "bob@example.com";
+    step(
+        7,
+        "Mail arrives in alice's mailbox and is pushed to the phone (seed 002, email message flow)",
+    );
+    admin.add_user(BOB, Some("Bob Example")).await?;
+    let store = device.mail_store().await?;
+    let mut conn = device.connect().await?;
+    let maildir = dir.join("mail").join(USER).join("Maildir");
+    let name = format!("{}.demo.bramble", bramble_store::now_ms());
+    let text = format!(
+        "From: Bob Example <{BOB}>\r\nTo: Alice Example <{USER}>\r\nSubject: Quarterly figures\r\n\
+         Message-ID: <figures.1@example.com>\r\nDate: Tue, 1 Dec 2026 09:30:00 +0000\r\n\r\n\
+         Hi Alice,\r\n\r\nthe figures for the quarter are in: revenue is up 12 %.\r\n\
+         Can you look at them before Friday?\r\n\r\nBob\r\n"
+    );
+    std::fs::create_dir_all(maildir.join("tmp"))?;
+    std::fs::write(maildir.join("tmp").join(&name), &text)?;
+    let arrived = std::time::Instant::now();
+    std::fs::rename(
+        maildir.join("tmp").join(&name),
+        maildir.join("new").join(&name),
+    )?;
+    say("a mail server delivers Bob's message into alice's Maildir (new/)");
+    say(
+        "(the messaging agent sees it, applies the filters, gives it a RefID, the dispatcher seals it)",
+    );
+    let ref_id = loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), conn.recv())
+            .await
+            .context("the message did not reach the phone within 10 s")??;
+        if let MailEvent::NewMessage { ref_id } =
+            mail::handle_and_answer(&mut conn, &store, &item).await?
+        {
+            break ref_id;
+        }
+    };
+    let m = store.message(ref_id).await?;
+    say(&format!(
+        "phone: new mail in {:.0} ms, RefID {ref_id}, from {}: \"{}\"",
+        arrived.elapsed().as_secs_f64() * 1000.0,
+        m.from,
+        m.subject
+    ));
+    for line in m.text.lines().filter(|l| !l.trim().is_empty()).take(2) {
+        say(&format!("phone:   {line}"));
+    }
+    say("the phone stored it and sent a delivery confirmation");
+    let stats = running.server.store().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stats.mail_pending_count(USER).await? > 0 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the server did not record the phone's delivery confirmation within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let counters: std::collections::HashMap<String, i64> =
+        stats.stats(USER).await?.into_iter().collect();
+    say(&format!(
+        "server statistics for {USER}: forwarded {}, delivered {}",
+        counters.get("forwarded").copied().unwrap_or(0),
+        counters.get("delivered").copied().unwrap_or(0)
+    ));
+
+    step(
+        8,
+        "The phone replies; the server adds the original and sends it",
+    );
+    let draft = store
+        .reply_draft(
+            ref_id,
+            false,
+            "Thanks Bob, they look good. Alice",
+            Some(USER),
+        )
+        .await?;
+    let submit = store.compose(&draft).await?;
+    say(&format!(
+        "phone: reply \"{}\" to {}",
+        draft.subject,
+        draft.to.join(", ")
+    ));
+    let entry = mail::wait_for_submit(
+        &mut conn,
+        &store,
+        submit.client_id,
+        Duration::from_secs(10),
+        |e| {
+            say(&format!("phone: outbox: {}", e.state));
+        },
+    )
+    .await?;
+    conn.close().await;
+    if entry.state != OutboxState::Sent {
+        bail!("the reply was not sent: {} {}", entry.state, entry.message);
+    }
+    let bob = dir.join("mail").join(BOB).join("Maildir");
+    let delivered = ["new", "cur"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(bob.join(sub)).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .find_map(|e| std::fs::read_to_string(e.path()).ok())
+        .context("the reply is not in bob's mailbox")?;
+    say(&format!(
+        "delivered into {BOB}'s Maildir (no SMTP server is configured: local delivery):"
+    ));
+    for line in delivered.lines().filter(|l| {
+        l.starts_with("Subject:")
+            || l.starts_with("In-Reply-To:")
+            || l.contains("Original Message")
+            || l.contains("revenue")
+    }) {
+        say(&format!("  {line}"));
+    }
+    let sent = dir.join("mail").join(USER).join("Maildir").join(".Sent");
+    let copies = ["new", "cur"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(sent.join(sub)).ok())
+        .flatten()
+        .count();
+    if copies == 0 {
+        bail!("no copy of the reply is in {USER}'s Sent folder");
+    }
+    say(&format!(
+        "a copy is in {USER}'s Sent folder ({})",
+        sent.display()
+    ));
     Ok(())
 }
 

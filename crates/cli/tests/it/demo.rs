@@ -25,6 +25,14 @@ const STAGES: &[&str] = &[
     "QUEUED",
     "the phone opened",
     "DELIVERED",
+    "[7] Mail arrives in alice's mailbox",
+    "phone: new mail in",
+    "from Bob Example <bob@example.com>: \"Quarterly figures\"",
+    "forwarded 1, delivered 1",
+    "[8] The phone replies",
+    "phone: outbox: sent",
+    "Subject: Re: Quarterly figures",
+    "-----Original Message-----",
     "What to try next:",
 ];
 
