@@ -730,6 +730,17 @@ pub async fn run(args: Args) -> Result<()> {
             println!("database   {}", s["database"].as_str().unwrap_or("-"));
             println!("users      {}", s["users"]);
             println!("devices    {}", s["devices"]);
+            let m = &s["mail"];
+            println!(
+                "mail       forwarded {}, delivered {}, resent {}, filtered {}, expired {}; from devices: sent {}, failed {}",
+                m["forwarded"],
+                m["delivered"],
+                m["resent"],
+                m["filtered"],
+                m["expired"],
+                m["sent"],
+                m["send_failed"]
+            );
         }
         Cmd::Filter { command } => filter(&client, args.json, command).await?,
         Cmd::User { command } => match command {
@@ -809,6 +820,21 @@ pub async fn run(args: Args) -> Result<()> {
                         );
                     }
                     None => println!("Device     none"),
+                }
+                if let Some(m) = &u.mail {
+                    println!(
+                        "Mail       forwarded {}, delivered {}, pending {}, resent {}, filtered {}, expired {}",
+                        m.forwarded,
+                        m.delivered,
+                        m.pending.unwrap_or(0),
+                        m.resent,
+                        m.filtered,
+                        m.expired
+                    );
+                    println!(
+                        "           from the device: sent {}, failed {}",
+                        m.sent, m.send_failed
+                    );
                 }
                 if !u.history.is_empty() {
                     println!("Timeline");

@@ -1,8 +1,9 @@
 //! The dispatcher: seals everything the server sends to a device and opens everything a
 //! device sends, with that device's key, then hands the opened message to the component it
-//! is for: activation messages to the activation service; delivery confirmations and
-//! messages to send are stored here (before the frame is acknowledged); More, attachments and
-//! changes to messages go to the messaging agent; Ping is answered here.
+//! is for: activation messages to the activation service; delivery confirmations, messages to
+//! send and changes to messages are stored here (before the frame is acknowledged) for the
+//! messaging agent to act on; More and attachment requests go to the messaging agent; Ping is
+//! answered here.
 //!
 //! Devices are spread over shards by PIN; each shard is one task that owns its devices'
 //! sessions outright, so no lock is held around sealing or opening and frames of one device
@@ -34,7 +35,7 @@ const SHARD_DEPTH: usize = 256;
 /// The most RefIDs one delivery confirmation may name.
 const MAX_CONFIRMATIONS: usize = 1000;
 
-/// A device's request for the messaging agent: More, an attachment, or a change to a message.
+/// A device's request for the messaging agent: More, or an attachment.
 #[derive(Debug)]
 pub struct MailRequest {
     /// The device.
@@ -52,7 +53,7 @@ pub struct MailRequest {
 pub struct Routes {
     /// The activation service.
     pub activation: mpsc::Sender<ActivationInput>,
-    /// The messaging agent's requests (More, attachments, changes).
+    /// The messaging agent's requests (More, attachments).
     pub mail: mpsc::Sender<MailRequest>,
     /// Woken when a device's message to send was stored in the outbox.
     pub outbox: Arc<Notify>,

@@ -89,6 +89,46 @@ struct StatusView {
     database: String,
     users: usize,
     devices: usize,
+    /// Push-mail statistics of the whole server.
+    mail: MailStatsView,
+}
+
+/// Push-mail statistics (BES's individual and global statistics).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct MailStatsView {
+    /// Messages forwarded to the device (first sends).
+    pub forwarded: i64,
+    /// Messages the device confirmed.
+    pub delivered: i64,
+    /// Messages forwarded and not yet confirmed (only for one user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+    /// Sends again for want of a confirmation or a relay report.
+    pub resent: i64,
+    /// Messages a filter kept from the device.
+    pub filtered: i64,
+    /// Frames the relay gave up on (the device was out of coverage too long).
+    pub expired: i64,
+    /// Messages from the device handed to the mail server.
+    pub sent: i64,
+    /// Messages from the device that could not be sent.
+    pub send_failed: i64,
+}
+
+async fn mail_stats(state: &AdminState, scope: &str) -> Result<MailStatsView, ApiError> {
+    let all: std::collections::HashMap<String, i64> =
+        state.store.stats(scope).await?.into_iter().collect();
+    let get = |k: &str| all.get(k).copied().unwrap_or(0);
+    Ok(MailStatsView {
+        forwarded: get("forwarded"),
+        delivered: get("delivered"),
+        pending: None,
+        resent: get("resent"),
+        filtered: get("filtered"),
+        expired: get("expired"),
+        sent: get("sent"),
+        send_failed: get("send_failed"),
+    })
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Result<Json<StatusView>, ApiError> {
@@ -98,6 +138,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Result<Json<StatusView>
         database: state.store.backend().to_string(),
         users: state.store.list_users().await?.len(),
         devices: state.store.list_devices().await?.len(),
+        mail: mail_stats(&state, "global").await?,
     }))
 }
 
@@ -123,6 +164,9 @@ pub struct UserView {
     /// The status timeline, oldest first (only on `GET /users/{email}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<EventView>,
+    /// Push-mail statistics (only on `GET /users/{email}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailStatsView>,
 }
 
 /// A device as the API shows it.
@@ -187,6 +231,7 @@ async fn view(
                 at: time(e.at_ms),
             })
             .collect(),
+        mail: None,
     })
 }
 
@@ -243,7 +288,11 @@ async fn show_user(
         .await?
         .ok_or_else(|| ApiError::no_user(&email))?;
     let history = state.store.status_history(&u.email).await?;
-    Ok(Json(view(&state, u, history).await?))
+    let mut stats = mail_stats(&state, &u.email).await?;
+    stats.pending = Some(state.store.mail_pending_count(&u.email).await?);
+    let mut v = view(&state, u, history).await?;
+    v.mail = Some(stats);
+    Ok(Json(v))
 }
 
 async fn delete_user(

@@ -133,6 +133,11 @@ async fn maildir_mail_reaches_the_device_once_and_is_confirmed() -> Result {
         server_store.stats(email).await?.into_iter().collect();
     assert_eq!(stats.get("forwarded"), Some(&1), "{stats:?}");
     assert_eq!(stats.get("delivered"), Some(&1), "{stats:?}");
+    // the administrator sees them too
+    let shown = site.show(email).await?;
+    assert_eq!(shown["mail"]["forwarded"], 1, "{shown}");
+    assert_eq!(shown["mail"]["delivered"], 1, "{shown}");
+    assert_eq!(shown["mail"]["pending"], 0, "{shown}");
     // the message was taken: it moved from new/ to cur/
     let maildir = root.join(email).join("Maildir");
     assert_eq!(std::fs::read_dir(maildir.join("new"))?.count(), 0);
@@ -253,6 +258,42 @@ async fn filters_decide_and_unconfirmed_mail_is_sent_again() -> Result {
         .into_iter()
         .collect();
     assert!(stats.get("resent").is_some_and(|&n| n >= 1), "{stats:?}");
+    site.shutdown().await;
+    Ok(())
+}
+
+/// Dovecot's push_notification hook makes new mail reach the device without waiting for IMAP
+/// IDLE's fixed 500 ms. The times are printed, not asserted (speed goals live in `bramble
+/// bench`); what is asserted is that the message arrives, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_push_hook_brings_new_mail_to_the_device() -> Result {
+    let (site, stack) = dovecot_site_with(50, |s| {
+        s.mail.push_listen = Some(crate::support::loopback())
+    })
+    .await?;
+    let hook = site.server().push_addr().ok_or("the push hook listens")?;
+    let email = "u0045@example.test";
+    stack.set_user_push_url(email, Some(&format!("http://{hook}/dovecot")))?;
+    let mut device = activated(&site, email, "u0045-phone").await?;
+    let store = device.mail_store().await?;
+    let mut events = site.server().events();
+    let mut took = Vec::new();
+    for i in 0..5 {
+        let text = message(
+            "gus@example.test",
+            email,
+            &format!("hooked {i}"),
+            "Pushed by Dovecot's hook.",
+        );
+        let stack_ref = &stack;
+        tokio::task::block_in_place(|| stack_ref.send_mail("gus@example.test", email, &text))?;
+        let t = std::time::Instant::now();
+        forwarded(&mut events, email, 1).await?;
+        took.push(t.elapsed());
+    }
+    println!("SMTP accepted -> sent to the device, with Dovecot's push hook: {took:?}");
+    let report = sync(&mut device, &store, Duration::from_millis(500)).await?;
+    assert_eq!(report.new_messages, 5, "{report:?}");
     site.shutdown().await;
     Ok(())
 }

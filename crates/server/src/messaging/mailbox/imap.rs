@@ -555,6 +555,9 @@ fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
         .join(",")
 }
 
+/// Looks at the mailbox again, at most this many times in a row, when responses announced
+/// changes while it was being looked at.
+const MAX_EXTRA_LOOKS: u32 = 3;
 /// At most this many UIDs per `UID FETCH` of sizes and structures.
 const FETCH_CHUNK: usize = 256;
 
@@ -674,14 +677,26 @@ impl Watcher {
         self.selected(&info);
         self.resume_push(&info).await;
         tracing::debug!(mailbox = %self.cx.email, ?info, "IMAP INBOX selected");
+        let mut extra_looks = 0;
         loop {
             if !self.sync(&mut session, info.uidplus).await? {
                 logout(session).await;
                 return Ok(());
             }
             self.reconcile(&mut session).await?;
-            // unsolicited EXISTS/EXPUNGE/FETCH: the next look sees what they announce
-            while session.unsolicited_responses.try_recv().is_ok() {}
+            // Unsolicited EXISTS/EXPUNGE/FETCH that came in while we looked: what they announce
+            // may be newer than the look (a message that arrived, or was moved away, meanwhile),
+            // and IDLE would not announce it again: look once more before going idle. Our own
+            // commands cause some of them, so this is bounded.
+            let mut announced = 0;
+            while session.unsolicited_responses.try_recv().is_ok() {
+                announced += 1;
+            }
+            if announced > 0 && extra_looks < MAX_EXTRA_LOOKS {
+                extra_looks += 1;
+                continue;
+            }
+            extra_looks = 0;
             if self.failures > 0 {
                 tracing::info!(mailbox = %self.cx.email, "IMAP watcher back after {} failed attempts", self.failures);
             }
