@@ -318,6 +318,13 @@ bash "$1/{SCRIPT_NAME}" stop "$1"
     /// SMTP, a plain dialogue with Postfix. Returns once Postfix has accepted it; delivery into
     /// the Maildir follows within milliseconds, IMAP IDLE reports it ~0.5 s later.
     pub fn send_mail(&self, from: &str, to: &str, message: &str) -> Result<()> {
+        self.send_mail_bytes(from, to, message.as_bytes())
+    }
+
+    /// [`MailStack::send_mail`] for a message that is not text: any bytes (8-bit headers,
+    /// invalid UTF-8, NULs), split into lines at `\n` (a `\r` before it is dropped) and sent as
+    /// they are. Postfix takes at most 50,000,000 bytes (`message_size_limit` in `mail-stack.sh`).
+    pub fn send_mail_bytes(&self, from: &str, to: &str, message: &[u8]) -> Result<()> {
         smtp_send(self.smtp_addr(), from, to, message).with_context(|| {
             format!(
                 "sending mail from {from} to {to} over SMTP at {}",
@@ -448,7 +455,7 @@ fn wait_for_greeting(addr: SocketAddr, prefix: &str) -> Result<()> {
 }
 
 /// A minimal SMTP client: EHLO, MAIL, RCPT, DATA (dot-stuffed, CRLF), QUIT.
-fn smtp_send(addr: SocketAddr, from: &str, to: &str, message: &str) -> Result<()> {
+fn smtp_send(addr: SocketAddr, from: &str, to: &str, message: &[u8]) -> Result<()> {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -479,16 +486,20 @@ fn smtp_send(addr: SocketAddr, from: &str, to: &str, message: &str) -> Result<()
     expect("250", "RCPT TO")?;
     send("DATA")?;
     expect("354", "DATA")?;
-    let mut data = String::with_capacity(message.len() + 64);
-    for line in message.lines() {
-        if line.starts_with('.') {
-            data.push('.');
+    // written in pieces: a message may be tens of MiB
+    let mut data = std::io::BufWriter::with_capacity(64 * 1024, &mut writer);
+    let message = message.strip_suffix(b"\n").unwrap_or(message);
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.starts_with(b".") {
+            data.write_all(b".")?;
         }
-        data.push_str(line);
-        data.push_str("\r\n");
+        data.write_all(line)?;
+        data.write_all(b"\r\n")?;
     }
-    data.push_str(".\r\n");
-    writer.write_all(data.as_bytes())?;
+    data.write_all(b".\r\n")?;
+    data.flush()?;
+    drop(data);
     expect("250", "the message")?;
     writer.write_all(b"QUIT\r\n")?;
     expect("221", "QUIT")?;

@@ -221,6 +221,9 @@ smtp_host_lookup = native
 lmtp_host_lookup = native
 smtpd_peername_lookup = no
 smtputf8_enable = no
+# the hostile-mail tests send a 25 MiB message (the default is 10,240,000 bytes; it must stay
+# under mailbox_size_limit, 51,200,000)
+message_size_limit = 50000000
 biff = no
 EOF
   cat > "$e/master.cf" <<EOF

@@ -6,6 +6,7 @@ mod activation;
 mod admin;
 mod e2e;
 mod filters;
+mod hostile_mail;
 mod mail;
 mod mail_send;
 mod mailbox;

@@ -39,6 +39,8 @@ pub const MAX_ADDRESS: usize = 320;
 pub const MAX_ADDRESSES: usize = 100;
 /// The longest Message-ID kept, bytes (a longer one is dropped, not cut).
 pub const MAX_MESSAGE_ID: usize = 998;
+/// What the parser puts for bytes that are not text in their character set.
+const REPLACEMENT: char = '\u{FFFD}';
 /// The longest content type ("type/subtype"), bytes.
 const MAX_CONTENT_TYPE: usize = 127;
 
@@ -107,6 +109,10 @@ pub fn summarize(raw: &[u8], size: u64) -> Summary {
         attachment_count,
         malformed,
     } = read_message;
+    // Bytes without a single header that could be read (no sender, recipient, subject, date
+    // or Message-ID) are not a message the parser understood, even when it did not complain.
+    let malformed = malformed || headers.is_blank();
+    let unreadable_chars = headers.has_replacements() || text.text.contains(REPLACEMENT);
     let mut notes = Vec::new();
     if truncated {
         notes.push(format!(
@@ -121,6 +127,12 @@ pub fn summarize(raw: &[u8], size: u64) -> Summary {
         );
     }
     notes.extend(headers.notes);
+    if unreadable_chars {
+        notes.push(format!(
+            "Parts of this message are not in a character set that could be read; they are \
+             shown as {REPLACEMENT}."
+        ));
+    }
     if attachment_count > attachments.len() {
         notes.push(format!(
             "The message lists {attachment_count} attachments; the first {} are shown.",
@@ -274,6 +286,28 @@ struct Headers {
 }
 
 impl Headers {
+    /// A header the device shows has bytes that were not text in its character set.
+    fn has_replacements(&self) -> bool {
+        let w = &self.wire;
+        [&w.from, &w.reply_to, &w.subject]
+            .into_iter()
+            .chain(&w.to)
+            .chain(&w.cc)
+            .any(|h| h.contains(REPLACEMENT))
+    }
+
+    /// Nothing the device shows as a header was found.
+    fn is_blank(&self) -> bool {
+        let w = &self.wire;
+        w.from.is_empty()
+            && w.to.is_empty()
+            && w.cc.is_empty()
+            && w.reply_to.is_empty()
+            && w.subject.is_empty()
+            && w.date_ms == 0
+            && self.message_id.is_none()
+    }
+
     /// `message.parts` must not be empty (the parser's accessors index it).
     fn from_message(message: &Message<'_>) -> Headers {
         let mut notes = Vec::new();
@@ -859,9 +893,14 @@ pub(crate) mod tests {
     #[test]
     fn unreadable_input_gives_an_empty_summary_with_a_note() {
         let noise: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
-        for raw in [&b""[..], b"\r\n\r\n", b"\0\0\0", &noise] {
+        for raw in [&b""[..], b"\r\n\r\n", b"\0\0\0", &noise, b"just text\r\n"] {
             let s = summarize(raw, raw.len() as u64);
-            assert!(!s.item.notes.is_empty() || s.item.text.is_empty());
+            // no header could be read: said so
+            assert_eq!(
+                s.item.notes,
+                ["This message could not be read as MIME; only what could be read is shown."],
+                "{raw:?}"
+            );
             let _ = body_text(raw);
             let _ = attachment(raw, 0);
         }
@@ -905,6 +944,13 @@ pub(crate) mod tests {
         assert!(h.subject.starts_with("Caf"), "{:?}", h.subject);
         assert!(h.from.contains("rene@example.test"), "{:?}", h.from);
         assert!(s.item.text.starts_with("Voil"), "{:?}", s.item.text);
+        assert_eq!(
+            s.item.notes,
+            [
+                "Parts of this message are not in a character set that could be read; they are \
+              shown as \u{FFFD}."
+            ]
+        );
         // and with the charset declared, it reads right
         let raw = b"From: rene@example.test\r\nSubject: =?iso-8859-1?q?Caf=E9?=\r\n\
             Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
@@ -912,6 +958,7 @@ pub(crate) mod tests {
         let s = whole(raw);
         assert_eq!(headers(&s).subject, "Café");
         assert_eq!(s.item.text, "Voilà le café");
+        assert!(s.item.notes.is_empty(), "{:?}", s.item.notes);
     }
 
     #[test]
