@@ -75,6 +75,20 @@ enum UserCmd {
         #[arg(long)]
         password: String,
     },
+    /// Show or change the user's push-mail settings: mail pushed to the phone, a copy of mail
+    /// sent from the phone in Sent, read/flags/deletes/moves reconciled both ways.
+    MailSettings {
+        email: String,
+        /// Push new mail to the phone: on or off.
+        #[arg(long, value_parser = on_off)]
+        push: Option<bool>,
+        /// Keep a copy of mail sent from the phone in the Sent folder: on or off.
+        #[arg(long, value_parser = on_off)]
+        save_sent: Option<bool>,
+        /// Reconcile read/unread, flags, deletes and moves between phone and mailbox: on or off.
+        #[arg(long, value_parser = on_off)]
+        reconcile: Option<bool>,
+    },
     /// Set the one-time activation password the user types on the phone (only a record of
     /// it is stored; a generated one is printed once).
     ActivationPassword {
@@ -488,6 +502,32 @@ impl Client {
     }
 
     /// `PUT /users/{email}/mail-password`.
+    /// `GET /users/{email}/mail-settings`.
+    pub async fn mail_settings(&self, email: &str) -> Result<bramble_store::MailSettings> {
+        self.call(
+            Method::GET,
+            &format!("/users/{}/mail-settings", encode(email)),
+            None,
+        )
+        .await?
+        .context("empty answer")
+    }
+
+    /// `PATCH /users/{email}/mail-settings`.
+    pub async fn edit_mail_settings(
+        &self,
+        email: &str,
+        change: serde_json::Value,
+    ) -> Result<bramble_store::MailSettings> {
+        self.call(
+            Method::PATCH,
+            &format!("/users/{}/mail-settings", encode(email)),
+            Some(change),
+        )
+        .await?
+        .context("empty answer")
+    }
+
     pub async fn set_mail_password(&self, email: &str, password: &str) -> Result<()> {
         self.call::<serde_json::Value>(
             Method::PUT,
@@ -883,6 +923,40 @@ pub async fn run(args: Args) -> Result<()> {
                     );
                 }
             }
+            UserCmd::MailSettings {
+                email,
+                push,
+                save_sent,
+                reconcile,
+            } => {
+                let settings = if push.is_none() && save_sent.is_none() && reconcile.is_none() {
+                    client.mail_settings(&email).await?
+                } else {
+                    client
+                        .edit_mail_settings(
+                            &email,
+                            serde_json::json!({ "push": push, "save_sent": save_sent, "reconcile": reconcile }),
+                        )
+                        .await?
+                };
+                if args.json {
+                    return output::json(&settings);
+                }
+                let word = |b: bool| if b { "on" } else { "off" };
+                println!("Mail settings of {email}");
+                println!(
+                    "  push       {}   new mail goes to the phone",
+                    word(settings.push)
+                );
+                println!(
+                    "  save-sent  {}   a copy of mail from the phone in Sent",
+                    word(settings.save_sent)
+                );
+                println!(
+                    "  reconcile  {}   read, flags, deletes and moves kept in step",
+                    word(settings.reconcile)
+                );
+            }
             UserCmd::MailPassword { email, password } => {
                 client.set_mail_password(&email, &password).await?;
                 if args.json {
@@ -904,4 +978,13 @@ pub async fn run(args: Args) -> Result<()> {
         },
     }
     Ok(())
+}
+
+/// `on` / `off` (also yes/no, true/false) for a setting.
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err(format!("{s:?}: say on or off")),
+    }
 }

@@ -37,6 +37,10 @@ pub fn app(state: Arc<AdminState>) -> Router {
             axum::routing::put(set_mail_password),
         )
         .route(
+            "/users/{email}/mail-settings",
+            get(show_mail_settings).patch(edit_mail_settings),
+        )
+        .route(
             "/users/{email}/activation-password",
             axum::routing::post(set_activation_password),
         )
@@ -477,6 +481,56 @@ struct MailPasswordRequest {
 
 /// `PUT /users/{email}/mail-password`: the user's own mailbox password, for servers without a
 /// service account (`[server.mail] per_user = true`). Stored encrypted; never shown again.
+/// A change to a user's mail settings: each field left out stays as it is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MailSettingsChange {
+    push: Option<bool>,
+    save_sent: Option<bool>,
+    reconcile: Option<bool>,
+}
+
+async fn show_mail_settings(
+    State(state): State<Arc<AdminState>>,
+    Path(email): Path<String>,
+) -> Result<Json<bramble_store::MailSettings>, ApiError> {
+    let user = state
+        .store
+        .user(&email)
+        .await?
+        .ok_or_else(|| ApiError::no_user(&email))?;
+    Ok(Json(state.store.mail_settings(&user.email).await?))
+}
+
+async fn edit_mail_settings(
+    State(state): State<Arc<AdminState>>,
+    Path(email): Path<String>,
+    body: Result<Json<MailSettingsChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<bramble_store::MailSettings>, ApiError> {
+    let Json(change) = body.map_err(|e| bad(e.body_text()))?;
+    let user = state
+        .store
+        .user(&email)
+        .await?
+        .ok_or_else(|| ApiError::no_user(&email))?;
+    let mut settings = state.store.mail_settings(&user.email).await?;
+    if let Some(v) = change.push {
+        settings.push = v;
+    }
+    if let Some(v) = change.save_sent {
+        settings.save_sent = v;
+    }
+    if let Some(v) = change.reconcile {
+        settings.reconcile = v;
+    }
+    state
+        .store
+        .set_mail_settings(&user.email, &settings)
+        .await?;
+    tracing::info!(user = %user.email, ?settings, "mail settings changed");
+    Ok(Json(settings))
+}
+
 async fn set_mail_password(
     State(state): State<Arc<AdminState>>,
     Path(email): Path<String>,

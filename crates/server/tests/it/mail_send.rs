@@ -281,3 +281,80 @@ async fn dovecot_device_mail_reaches_the_recipient_over_smtp_with_a_copy_in_sent
     site.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn mail_settings_switch_push_and_the_sent_copy_off() -> Result {
+    let site = Site::start().await?;
+    let root = site.dir.path().join("mail");
+    let (carl, dora) = ("carl@example.com", "dora@example.com");
+    site.user(dora, None).await?;
+    let mut device = activated(&site, carl, "carl-phone").await?;
+    let store = device.mail_store().await?;
+    let shown = site
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/users/{carl}/mail-settings"),
+            Some(serde_json::json!({ "push": false, "save_sent": false })),
+        )
+        .await?;
+    assert_eq!(
+        shown,
+        serde_json::json!({ "push": false, "save_sent": false, "reconcile": true })
+    );
+    let mut events = site.server().events();
+    deliver(
+        &root,
+        carl,
+        "4001.a.host",
+        &message("dora@example.com", carl, "not pushed", "x"),
+    )?;
+    let quiet =
+        tokio::time::timeout(Duration::from_millis(1500), forwarded(&mut events, carl, 1)).await;
+    assert!(
+        quiet.is_err() || quiet.is_ok_and(|r| r.is_err()),
+        "mail was pushed with push off"
+    );
+    let entry = send(
+        &mut device,
+        &store,
+        &Draft {
+            to: vec![dora.into()],
+            subject: "no copy".into(),
+            body: "Not kept in Sent.".into(),
+            ..Draft::default()
+        },
+    )
+    .await?;
+    assert_eq!(entry.state, OutboxState::Sent, "{entry:?}");
+    wait_files(&root.join(dora).join("Maildir"), 1).await?;
+    assert!(
+        files(&root.join(carl).join("Maildir").join(".Sent")).is_empty(),
+        "a copy went to Sent"
+    );
+    // on again: the next message is pushed
+    site.api(
+        reqwest::Method::PATCH,
+        &format!("/users/{carl}/mail-settings"),
+        Some(serde_json::json!({ "push": true })),
+    )
+    .await?;
+    deliver(
+        &root,
+        carl,
+        "4002.b.host",
+        &message("dora@example.com", carl, "pushed", "y"),
+    )?;
+    forwarded(&mut events, carl, 1).await?;
+    let err = site
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/users/{carl}/mail-settings"),
+            Some(serde_json::json!({ "pusj": true })),
+        )
+        .await
+        .err()
+        .ok_or("an unknown setting was accepted")?;
+    assert!(err.to_string().contains("400"), "{err}");
+    site.shutdown().await;
+    Ok(())
+}
