@@ -171,6 +171,28 @@ async fn embedded_send_reply_more_and_attachment() -> Result {
     );
     assert!(reply.contains("-----Original Message-----"), "{reply}");
     assert!(reply.contains("Line 3 of a long report."), "{reply}");
+    // A forward: the server attaches the original's attachments from the mailbox.
+    let draft = store
+        .forward_draft(ref_id, &[bob.to_owned()], &[], "FYI, the report.")
+        .await?;
+    let entry = send(&mut device, &store, &draft).await?;
+    assert_eq!(entry.state, OutboxState::Sent, "{entry:?}");
+    let got = wait_files(&root.join(bob).join("Maildir"), 3).await?;
+    let forward = got
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .find(|b| String::from_utf8_lossy(b).contains("FYI, the report."))
+        .ok_or("the forward did not arrive")?;
+    let parsed = mail_parser::MessageParser::new()
+        .parse(&forward)
+        .ok_or("the forward does not parse")?;
+    assert_eq!(parsed.subject(), Some("Fw: report"));
+    use mail_parser::MimeHeaders;
+    let attached = parsed
+        .attachments()
+        .find(|a| a.attachment_name() == Some("report.pdf"))
+        .ok_or("the forward lacks the original's attachment")?;
+    assert_eq!(attached.contents(), pdf.as_slice());
     let stats: std::collections::HashMap<String, i64> = site
         .server()
         .store()
@@ -178,7 +200,7 @@ async fn embedded_send_reply_more_and_attachment() -> Result {
         .await?
         .into_iter()
         .collect();
-    assert_eq!(stats.get("sent"), Some(&2), "{stats:?}");
+    assert_eq!(stats.get("sent"), Some(&3), "{stats:?}");
     assert_eq!(stats.get("send_failed"), Some(&1), "{stats:?}");
     site.shutdown().await;
     Ok(())
