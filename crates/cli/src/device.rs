@@ -12,6 +12,7 @@ use bramble_net::Fingerprint;
 use bramble_proto::schema::envelope::Body;
 
 use crate::output;
+use crate::tui::view::short;
 
 /// How long `read --more` waits for the server's answer.
 const MORE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -863,20 +864,6 @@ fn describe(event: &MailEvent) -> String {
         MailEvent::Refused { reason } => format!("a mail message was refused: {reason}"),
         MailEvent::NotMail => "not mail".into(),
     }
-}
-
-/// `s` cut to `max` characters (with "…"), on one line.
-fn short(s: &str, max: usize) -> String {
-    let one_line: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if one_line.chars().count() <= max {
-        return one_line;
-    }
-    let mut out: String = one_line.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// A size in bytes, KiB or MiB.
