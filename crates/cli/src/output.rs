@@ -1,10 +1,16 @@
 //! Printing for people and, with `--json`, for programs.
 
+use std::io::Write;
+
 use serde::Serialize;
 
-/// Prints `value` as pretty JSON.
+/// Prints `value` as pretty JSON. A reader that went away (`bramble … --json | head`) is an
+/// `io::Error` of kind `BrokenPipe` in the chain, which `main` turns into a quiet exit.
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let text = serde_json::to_string_pretty(value)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()?;
     Ok(())
 }
 
@@ -27,7 +33,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        // a reader that went away ends the table quietly
+        let _ = writeln!(std::io::stdout().lock(), "{}", s.trim_end());
     };
     line(header.to_vec());
     for r in rows {

@@ -77,3 +77,28 @@ fn wrong_usage_is_exit_2() {
     )
     .code(2);
 }
+
+/// `bramble … --json | head`: a reader that goes away ends the program quietly (exit 0, no
+/// panic), as ripgrep does.
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    let tmp = crate::util::tempdir();
+    let home = tmp.path().join("phone");
+    let mut child = crate::util::command(tmp.path())
+        .args([
+            "device",
+            "--home",
+            crate::util::s(&home),
+            "status",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bramble starts");
+    drop(child.stdout.take()); // the reader is gone before anything is written
+    let out = child.wait_with_output().expect("bramble ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
