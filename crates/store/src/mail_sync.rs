@@ -140,8 +140,9 @@ impl Store {
     }
 
     /// `email`'s messages recorded in `folder` and not removed, by UID (then RefID; messages
-    /// without a UID, from a Maildir store, come last by RefID), at most `limit`: what the
-    /// messaging agent compares with the flags the mailbox shows.
+    /// without a UID, from a Maildir store, come last by RefID): the newest `limit` of them
+    /// (by RefID) when there are more. What the messaging agent compares with the flags the
+    /// mailbox shows.
     pub async fn mail_items_in_folder(
         &self,
         email: &str,
@@ -153,7 +154,7 @@ impl Store {
             sqlx::query_as(concat!(
                 item_select!(),
                 "WHERE u.email = $1 AND i.folder = $2 AND i.state <> 'removed' \
-                 ORDER BY (i.uid IS NULL), i.uid, i.ref_id LIMIT $3"
+                 ORDER BY i.ref_id DESC LIMIT $3"
             ))
             .bind(&email)
             .bind(folder)
@@ -161,6 +162,8 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
+        let mut rows: Vec<MailItemRow> = rows;
+        rows.sort_by_key(|r| (r.uid.is_none(), r.uid, r.ref_id));
         Ok(rows)
     }
 
