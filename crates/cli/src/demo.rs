@@ -310,14 +310,20 @@ async fn push_mail(
     say("the phone stored it and sent a delivery confirmation");
     let stats = running.server.store().clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while stats.mail_pending_count(USER).await? > 0 {
+    let counters = loop {
+        let counters: std::collections::HashMap<String, i64> =
+            stats.stats(USER).await?.into_iter().collect();
+        let done = stats.mail_pending_count(USER).await? == 0
+            && counters.get("forwarded").copied().unwrap_or(0) > 0
+            && counters.get("delivered").copied().unwrap_or(0) > 0;
+        if done {
+            break counters;
+        }
         if tokio::time::Instant::now() > deadline {
             bail!("the server did not record the phone's delivery confirmation within 10 s");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let counters: std::collections::HashMap<String, i64> =
-        stats.stats(USER).await?.into_iter().collect();
+    };
     say(&format!(
         "server statistics for {USER}: forwarded {}, delivered {}",
         counters.get("forwarded").copied().unwrap_or(0),

@@ -119,18 +119,24 @@ async fn maildir_mail_reaches_the_device_once_and_is_confirmed() -> Result {
     let msg = store.message(inbox[0].ref_id).await?;
     assert!(msg.text.contains("First message."), "{msg:?}");
 
-    // the server recorded the confirmation
+    // the server recorded the confirmation, and counted both
     let server_store = site.server().store().clone();
     let deadline = tokio::time::Instant::now() + WITHIN;
-    while server_store.mail_pending_count(email).await? > 0 {
+    let stats = loop {
+        let stats: std::collections::HashMap<String, i64> =
+            server_store.stats(email).await?.into_iter().collect();
+        if server_store.mail_pending_count(email).await? == 0
+            && stats.contains_key("forwarded")
+            && stats.contains_key("delivered")
+        {
+            break stats;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no confirmation recorded"
+            "no confirmation recorded: {stats:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stats: std::collections::HashMap<String, i64> =
-        server_store.stats(email).await?.into_iter().collect();
+    };
     assert_eq!(stats.get("forwarded"), Some(&1), "{stats:?}");
     assert_eq!(stats.get("delivered"), Some(&1), "{stats:?}");
     // the administrator sees them too
