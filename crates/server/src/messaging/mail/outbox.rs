@@ -130,7 +130,7 @@ impl MailAgent {
         };
         if interrupted && self.already_delivered(&row, &composed.recipients).await {
             tracing::info!(user = %row.email, id = row.id, %message_id, "the message interrupted by a restart had already reached a recipient: not sent again");
-            self.sent(&row, pin, &composed.raw, &submit).await;
+            self.sent(&row, pin, &composed.raw).await;
             return;
         }
         if interrupted {
@@ -150,7 +150,7 @@ impl MailAgent {
         match transport.send(&composed).await {
             Ok(sent) => {
                 tracing::info!(user = %row.email, id = row.id, %message_id, reply = %sent.reply, "message from the device sent");
-                self.sent(&row, pin, &composed.raw, &submit).await;
+                self.sent(&row, pin, &composed.raw).await;
             }
             Err(SendError::Permanent(why)) => self.fail(&row, pin, &why).await,
             Err(SendError::Transient(why)) => {
@@ -251,7 +251,7 @@ impl MailAgent {
         }
     }
 
-    async fn sent(&self, row: &OutboxRow, pin: Pin, raw: &[u8], _submit: &MailSubmit) {
+    async fn sent(&self, row: &OutboxRow, pin: Pin, raw: &[u8]) {
         if let Err(e) = self.store.set_outbox_state(row.id, "sent", None).await {
             tracing::error!(user = %row.email, id = row.id, "the message was sent but that could not be recorded: {e}");
         }
