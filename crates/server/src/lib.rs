@@ -17,7 +17,6 @@ pub mod config;
 pub mod dispatcher;
 pub mod messaging;
 pub mod policy;
-pub mod policy_rules;
 pub mod router;
 
 use std::net::SocketAddr;

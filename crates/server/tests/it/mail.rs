@@ -61,6 +61,20 @@ pub(crate) async fn forwarded(
     Ok(ids)
 }
 
+/// The push-mail statistics the server keeps for `email`.
+pub(crate) async fn mail_stats(
+    site: &Site,
+    email: &str,
+) -> Result<std::collections::HashMap<String, i64>> {
+    Ok(site
+        .server()
+        .store()
+        .stats(email)
+        .await?
+        .into_iter()
+        .collect())
+}
+
 /// Connects and takes everything waiting until nothing comes for `idle`.
 pub(crate) async fn sync(
     device: &mut Device,
@@ -215,13 +229,7 @@ async fn filters_decide_and_unconfirmed_mail_is_sent_again() -> Result {
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].subject, "Budget");
     assert!(inbox[0].priority, "forwarded with priority");
-    let stats: std::collections::HashMap<String, i64> = site
-        .server()
-        .store()
-        .stats(email)
-        .await?
-        .into_iter()
-        .collect();
+    let stats = mail_stats(&site, email).await?;
     assert_eq!(stats.get("filtered"), Some(&1), "{stats:?}");
 
     // Out of coverage: the relay queues the message, no confirmation comes, and after
@@ -256,13 +264,7 @@ async fn filters_decide_and_unconfirmed_mail_is_sent_again() -> Result {
         inbox.iter().filter(|m| m.subject == "unconfirmed").count(),
         1
     );
-    let stats: std::collections::HashMap<String, i64> = site
-        .server()
-        .store()
-        .stats(email)
-        .await?
-        .into_iter()
-        .collect();
+    let stats = mail_stats(&site, email).await?;
     assert!(stats.get("resent").is_some_and(|&n| n >= 1), "{stats:?}");
     site.shutdown().await;
     Ok(())

@@ -12,7 +12,7 @@ use bramble_device::mail::{Draft, MailKind, OutboxState};
 use mail_builder::MessageBuilder;
 
 use crate::activation::{Site, dovecot_site_with};
-use crate::mail::{activated, deliver, forwarded, message, sync};
+use crate::mail::{activated, deliver, forwarded, mail_stats, message, sync};
 use crate::support::Result;
 
 /// Every file in `dir`'s new/ and cur/ (of a Maildir or a Maildir++ folder).
@@ -193,13 +193,7 @@ async fn embedded_send_reply_more_and_attachment() -> Result {
         .find(|a| a.attachment_name() == Some("report.pdf"))
         .ok_or("the forward lacks the original's attachment")?;
     assert_eq!(attached.contents(), pdf.as_slice());
-    let stats: std::collections::HashMap<String, i64> = site
-        .server()
-        .store()
-        .stats(alice)
-        .await?
-        .into_iter()
-        .collect();
+    let stats = mail_stats(&site, alice).await?;
     assert_eq!(stats.get("sent"), Some(&3), "{stats:?}");
     assert_eq!(stats.get("send_failed"), Some(&1), "{stats:?}");
     site.shutdown().await;

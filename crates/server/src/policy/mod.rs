@@ -1,9 +1,12 @@
 //! The policy service (BES: BlackBerry Policy Service): the IT policy, signed with the
 //! domain's Ed25519 key, and the service books, sent to a device at activation. What policies
-//! contain and the IT admin commands come later; here: the default policy and the books.
+//! contain and the IT admin commands come later; here: the default policy and the books, and
+//! [`rules`], the catalogue of rules and the BES 5 presets (not yet used by the default policy).
 //!
 //! Owns: the domain signing key and what is signed with it. Must not touch: mailboxes,
 //! sealing (it hands envelopes to the dispatcher).
+
+pub mod rules;
 
 use std::collections::HashMap;
 

@@ -5,7 +5,7 @@
 //!
 //! Owns: what a rule may hold and what the presets contain, for the policy service. Must not
 //! touch: any I/O (no database, no network, no files) and the signing key; storing, signing
-//! and sending policies is [`crate::policy`]'s.
+//! and sending policies is the rest of [`crate::policy`]'s.
 
 use std::borrow::Cow;
 use std::fmt;
