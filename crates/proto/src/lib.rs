@@ -14,6 +14,7 @@ pub mod addr;
 pub mod frame;
 pub mod identity;
 pub mod pake;
+pub mod rekey;
 pub mod replay;
 pub mod seal;
 
