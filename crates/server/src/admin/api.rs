@@ -171,6 +171,16 @@ pub struct UserView {
     /// Push-mail statistics (only on `GET /users/{email}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mail: Option<MailStatsView>,
+    /// The groups the user belongs to (only on `GET /users/{email}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The IT policy in force and how it was chosen (only on `GET /users/{email}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::admin::views::UserPolicyView>,
+    /// The software configuration in force, where it came from, and the newest deployment
+    /// job (only on `GET /users/{email}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software: Option<crate::admin::views::UserSoftwareView>,
 }
 
 /// A device as the API shows it.
@@ -236,6 +246,9 @@ async fn view(
             })
             .collect(),
         mail: None,
+        groups: Vec::new(),
+        policy: None,
+        software: None,
     })
 }
 

@@ -8,6 +8,7 @@
 
 mod api;
 mod error;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
