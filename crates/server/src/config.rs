@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub mail: MailConfig,
     /// The activation handshake.
     pub activation: crate::messaging::activation::ActivationConfig,
+    /// The policy service: IT policy resends, IT admin commands, software deployment.
+    pub policy: crate::policy::PolicyConfig,
     /// First reconnection delay after the relay link drops.
     #[serde(with = "duration_text")]
     pub uplink_backoff_min: Duration,
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             dispatcher: DispatcherConfig::default(),
             mail: MailConfig::default(),
             activation: Default::default(),
+            policy: Default::default(),
             uplink_backoff_min: Duration::from_millis(250),
             uplink_backoff_max: Duration::from_secs(30),
         }

@@ -12,7 +12,7 @@
 //! acknowledged to the relay, so neither a nonce nor a replay slips through a restart.
 //!
 //! Owns: per-device sessions. Must not touch: the relay link beyond handing frames to the
-//! router, mailboxes, policies.
+//! router, mailboxes, policies (answers for the policy service are handed to it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +59,8 @@ pub struct Routes {
     pub outbox: Arc<Notify>,
     /// Woken when a device's change to a message was stored in the queue.
     pub changes: Arc<Notify>,
+    /// The policy service: command results, package requests, software reports.
+    pub policy: crate::policy::PolicyHandle,
 }
 
 /// Why a payload could not be sent to a device.
@@ -135,6 +137,7 @@ impl Dispatcher {
                 mail: routes.mail.clone(),
                 outbox: routes.outbox.clone(),
                 changes: routes.changes.clone(),
+                policy: routes.policy.clone(),
             };
             tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);
@@ -216,6 +219,7 @@ struct Shard {
     mail: mpsc::Sender<MailRequest>,
     outbox: Arc<Notify>,
     changes: Arc<Notify>,
+    policy: crate::policy::PolicyHandle,
 }
 
 impl Shard {
@@ -436,6 +440,27 @@ impl Shard {
             ),
             Some(Body::MailChange(change)) => {
                 ("mail change", self.mail_change(email, seq, &change).await?)
+            }
+            Some(
+                body @ (Body::CommandResult(_)
+                | Body::AppPackageRequest(_)
+                | Body::SoftwareReport(_)),
+            ) => {
+                // Not stored here: the policy service sends again what is not answered, and
+                // the device answers a repeat as before.
+                let kind = match &body {
+                    Body::CommandResult(_) => "command result",
+                    Body::AppPackageRequest(_) => "package request",
+                    _ => "software report",
+                };
+                self.policy.device(
+                    pin,
+                    Envelope {
+                        version: env.version,
+                        body: Some(body),
+                    },
+                );
+                (kind, None)
             }
             Some(body @ (Body::MoreRequest(_) | Body::AttachmentRequest(_))) => {
                 let env = Envelope {

@@ -90,6 +90,38 @@ pub enum ServerEvent {
         /// Whether it was new (not a repeat of one already stored).
         new: bool,
     },
+    /// A device answered an IT policy: applied or not, and its compliance.
+    PolicyReport {
+        /// The user.
+        email: String,
+        /// The device.
+        pin: bramble_proto::Pin,
+        /// The policy's version.
+        version: u64,
+        /// Whether it was applied.
+        applied: bool,
+        /// What the device does not comply with.
+        problems: Vec<String>,
+    },
+    /// An IT admin command moved to a new state (queued, sent, pending, done, failed,
+    /// cancelled).
+    Command {
+        /// The command's number.
+        id: i64,
+        /// The user.
+        email: String,
+        /// Its new state.
+        state: String,
+    },
+    /// A software deployment job moved to a new state.
+    SoftwareJob {
+        /// The job's number.
+        id: i64,
+        /// The user.
+        email: String,
+        /// Its new state (sent, done, failed).
+        state: String,
+    },
     /// The relay reported what became of a frame the server sent.
     Delivery {
         /// The device.
@@ -306,6 +338,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
     );
     let (act_tx, act_rx) = tokio::sync::mpsc::channel(1024);
     let (mail_req_tx, mail_req_rx) = tokio::sync::mpsc::channel(1024);
+    let (policy_handle, policy_rx) = policy::PolicyHandle::channel();
     let outbox = Arc::new(tokio::sync::Notify::new());
     let changes = Arc::new(tokio::sync::Notify::new());
     let (dispatcher, shards) = Dispatcher::spawn(
@@ -319,6 +352,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
             mail: mail_req_tx,
             outbox: outbox.clone(),
             changes: changes.clone(),
+            policy: policy_handle.clone(),
         },
     );
     let pump = dispatcher.clone().pump(inbound);
@@ -331,19 +365,31 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         )
         .await?;
     let domain = Arc::new(policy::domain_key(&store).await?);
+    policy::seed_presets(&store).await?;
     let activation = messaging::activation::ActivationService::new(
         store.clone(),
         router.clone(),
         dispatcher.clone(),
         srp,
         setup,
-        domain,
+        domain.clone(),
         events.clone(),
         cfg.activation.clone(),
-    );
+    )
+    .with_policy(policy_handle.clone());
     let activation = tokio::spawn(activation.run(act_rx));
     let (mail_tx, mut mail_rx) = tokio::sync::mpsc::channel(256);
     let mut tasks_extra = Vec::new();
+    // The policy service: IT policy updates, IT admin commands, software deployment.
+    let policy_service = policy::PolicyService::new(
+        store.clone(),
+        dispatcher.clone(),
+        domain,
+        srp,
+        cfg.policy.clone(),
+        events.clone(),
+    );
+    tasks_extra.push(tokio::spawn(policy_service.run(policy_rx)));
     let credentials = Arc::new(messaging::credentials::Credentials::load(&store).await?);
     let mailboxes = mailbox_config(cfg, Some(credentials.lookup()))?;
     let agent = Arc::new(messaging::mail::agent::MailAgent::new(
@@ -402,7 +448,8 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
             srp,
         )
         .with_watchers(watchers.clone())
-        .with_credentials(credentials),
+        .with_credentials(credentials)
+        .with_policy(policy_handle),
     );
     let listener =
         bramble_net::bind(cfg.admin.listen).map_err(|source| ServerError::AdminListen {

@@ -157,6 +157,100 @@ pub enum StoreError {
         value: u64,
     },
 
+    /// No group has this name.
+    #[error("no group named {name:?}; `bramble admin group list` shows the groups")]
+    NoSuchGroup {
+        /// The name as given.
+        name: String,
+    },
+
+    /// A group with this name (in any case) exists.
+    #[error("a group named {name:?} already exists")]
+    GroupExists {
+        /// The name as given.
+        name: String,
+    },
+
+    /// No IT policy has this name.
+    #[error("no IT policy named {name:?}; `bramble admin policy list` shows the policies")]
+    NoSuchPolicy {
+        /// The name as given.
+        name: String,
+    },
+
+    /// An IT policy with this name (in any case) exists.
+    #[error("an IT policy named {name:?} already exists")]
+    PolicyExists {
+        /// The name as given.
+        name: String,
+    },
+
+    /// No IT admin command has this number.
+    #[error("no IT admin command {id}; `bramble admin command list` shows the commands")]
+    NoSuchCommand {
+        /// Its number.
+        id: i64,
+    },
+
+    /// The application repository holds no such package.
+    #[error(
+        "the application repository has no package {name} {version}; upload it with          `bramble admin software upload`"
+    )]
+    NoSuchPackage {
+        /// The application.
+        name: String,
+        /// The version.
+        version: String,
+    },
+
+    /// This version of this application is in the repository already.
+    #[error("the application repository already holds {name} {version}")]
+    PackageExists {
+        /// The application.
+        name: String,
+        /// The version.
+        version: String,
+    },
+
+    /// No software configuration has this name.
+    #[error(
+        "no software configuration named {name:?}; `bramble admin software config list`          shows them"
+    )]
+    NoSuchSoftwareConfig {
+        /// The name as given.
+        name: String,
+    },
+
+    /// A software configuration with this name (in any case) exists.
+    #[error("a software configuration named {name:?} already exists")]
+    SoftwareConfigExists {
+        /// The name as given.
+        name: String,
+    },
+
+    /// A name (of a group, policy, configuration, application, version) the store does not
+    /// accept.
+    #[error("{name:?} cannot be the name of {what}: {reason}")]
+    InvalidName {
+        /// What it was to name ("a group", …).
+        what: &'static str,
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A state or a disposition this store does not know.
+    #[error("{value:?} is not a {what}; use one of {allowed}")]
+    InvalidValue {
+        /// What it was meant to be ("command state", …).
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// The values allowed, listed.
+        allowed: String,
+    },
+
     /// The database holds a value this version of Bramble did not write and cannot read.
     #[error(
         "the database holds a value Bramble cannot read ({what}); was it edited by hand or \

@@ -20,13 +20,17 @@
 //! (locking, collation) each dialect's text is written out side by side.
 
 mod activation;
+mod commands;
 mod devices;
 mod error;
 mod filters;
+mod groups;
 mod mail;
 mod mail_sync;
 mod model;
+mod policies;
 mod server;
+mod software;
 mod target;
 mod users;
 
@@ -37,16 +41,22 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
+pub use commands::{COMMAND_STATES, CommandEvent, CommandRow};
 pub use error::StoreError;
 pub use filters::{
     FILTER_IMPORTANCES, Filter, FilterAction, FilterConditions, FilterScope, FilterUpdate,
     MAX_FILTER_NAME, MAX_FILTER_PATTERN, NewFilter, ParseFilterActionError,
 };
+pub use groups::{Group, MAX_NAME};
 pub use mail::{MailCursor, MailItemRow, MailSettings, NewMailItem, OUTBOX_STATES, OutboxRow};
 pub use mail_sync::MailChangeRow;
 pub use model::{
     Activation, Device, NewDevice, ParseUserStatusError, ServerIdentity, StatusEvent, User,
     UserStatus,
+};
+pub use policies::{DevicePolicyState, PolicyCandidates, PolicySummary, PolicyVersion};
+pub use software::{
+    ConfigApp, DISPOSITIONS, Package, SoftwareCandidates, SoftwareConfigRow, SoftwareJob,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");

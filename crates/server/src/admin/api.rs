@@ -54,6 +54,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
             "/users/{email}/filters",
             get(list_user_filters).post(add_user_filter),
         )
+        .merge(super::policy_api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     Router::new()
@@ -309,6 +310,7 @@ async fn show_user(
     stats.pending = Some(state.store.mail_pending_count(&u.email).await?);
     let mut v = view(&state, u, history).await?;
     v.mail = Some(stats);
+    super::policy_api::user_extras(&state, &mut v).await?;
     Ok(Json(v))
 }
 

@@ -57,6 +57,43 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidEmail { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", e.to_string())
             }
+            StoreError::NoSuchGroup { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_such_group", e.to_string())
+            }
+            StoreError::NoSuchPolicy { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_such_policy", e.to_string())
+            }
+            StoreError::NoSuchCommand { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_such_command", e.to_string())
+            }
+            StoreError::NoSuchPackage { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_such_package", e.to_string())
+            }
+            StoreError::NoSuchSoftwareConfig { .. } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_such_software_config",
+                e.to_string(),
+            ),
+            StoreError::GroupExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "group_exists", e.to_string())
+            }
+            StoreError::PolicyExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "policy_exists", e.to_string())
+            }
+            StoreError::PackageExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "package_exists", e.to_string())
+            }
+            StoreError::SoftwareConfigExists { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "software_config_exists",
+                e.to_string(),
+            ),
+            StoreError::InvalidName { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", e.to_string())
+            }
+            StoreError::NoSuchDevice { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_such_device", e.to_string())
+            }
             _ => {
                 tracing::error!("configuration database error: {e}");
                 ApiError::new(

@@ -8,6 +8,7 @@
 
 mod api;
 mod error;
+mod policy_api;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub watchers: Option<std::sync::Arc<crate::messaging::mailbox::Watchers>>,
     /// Per-user mailbox passwords.
     pub credentials: Option<std::sync::Arc<crate::messaging::credentials::Credentials>>,
+    /// The policy service, told about changes to policies, groups, software and commands.
+    pub policy: Option<crate::policy::PolicyHandle>,
 }
 
 impl AdminState {
@@ -49,7 +52,14 @@ impl AdminState {
             srp,
             watchers: None,
             credentials: None,
+            policy: None,
         }
+    }
+
+    /// With the policy service to tell about changes.
+    pub fn with_policy(mut self, p: crate::policy::PolicyHandle) -> AdminState {
+        self.policy = Some(p);
+        self
     }
 
     /// With the per-user mailbox passwords, so the API can set them.

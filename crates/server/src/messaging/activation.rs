@@ -99,6 +99,7 @@ pub struct ActivationService {
     events: broadcast::Sender<ServerEvent>,
     cfg: ActivationConfig,
     pending: HashMap<Pin, Pending>,
+    policy: Option<crate::policy::PolicyHandle>,
 }
 
 impl std::fmt::Debug for ActivationService {
@@ -132,7 +133,14 @@ impl ActivationService {
             events,
             cfg,
             pending: HashMap::new(),
+            policy: None,
         }
+    }
+
+    /// With the policy service, which takes over each device once it is activated.
+    pub fn with_policy(mut self, policy: crate::policy::PolicyHandle) -> ActivationService {
+        self.policy = Some(policy);
+        self
     }
 
     /// Runs until the input channel closes.
@@ -483,16 +491,49 @@ impl ActivationService {
 
     async fn on_sealed(&mut self, pin: Pin, env: schema::Envelope) {
         let Some(p) = self.pending.get_mut(&pin) else {
-            return tracing::debug!(%pin, "an activation message from a device with no activation under way");
+            // After activation, a policy answer or service books receipt is the policy
+            // service's (an IT policy update, a resend of the books).
+            return match &self.policy {
+                Some(policy) => policy.device(pin, env),
+                None => {
+                    tracing::debug!(%pin, "an activation message from a device with no activation under way")
+                }
+            };
         };
         let email = p.email.clone();
         match (&p.stage, env.body) {
             (Stage::KeyConfirmation, Some(Body::KeyConfirmation(_))) => {
-                let policy = crate::policy::default_policy(now_ms());
-                let signed = self.domain.sign_policy(&policy);
-                p.stage = Stage::Policy {
-                    hash: activation::sha256(&signed.policy),
+                let (resolved, signed, hash) = match crate::policy::signed_policy(
+                    &self.store,
+                    &self.domain,
+                    &email,
+                )
+                .await
+                {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return self
+                                .fail(
+                                    &email,
+                                    pin,
+                                    schema::ActivationErrorCode::ServerFailed,
+                                    "The server could not prepare your IT policy. Try again later.",
+                                    format!("activation from PIN {pin} failed: the IT policy could not be resolved: {e}"),
+                                )
+                                .await;
+                    }
                 };
+                if let Err(e) = self
+                    .store
+                    .record_policy_sent(pin.0, &resolved.name, resolved.version, &hash)
+                    .await
+                {
+                    tracing::warn!(%pin, "could not record the IT policy sent: {e}");
+                }
+                let Some(p) = self.pending.get_mut(&pin) else {
+                    return;
+                };
+                p.stage = Stage::Policy { hash };
                 p.since = Instant::now();
                 self.status(
                     &email,
@@ -519,6 +560,16 @@ impl ActivationService {
                         )
                         .await;
                 }
+                if let Err(e) = self
+                    .store
+                    .record_policy_applied(pin.0, &a.policy_hash, true, &a.problems)
+                    .await
+                {
+                    tracing::warn!(%pin, "could not record the IT policy applied: {e}");
+                }
+                let Some(p) = self.pending.get_mut(&pin) else {
+                    return;
+                };
                 p.stage = Stage::ServiceBooks;
                 p.since = Instant::now();
                 let books = crate::policy::service_books(self.me, &email);
@@ -553,6 +604,9 @@ impl ActivationService {
                     }),
                 )
                 .await;
+                if let Some(policy) = &self.policy {
+                    policy.activated(pin, &email);
+                }
             }
             (_, _) => tracing::debug!(%pin, "an activation message out of order; ignored"),
         }

@@ -1,19 +1,58 @@
-//! The policy service (BES: BlackBerry Policy Service): the IT policy, signed with the
-//! domain's Ed25519 key, and the service books, sent to a device at activation. What policies
-//! contain and the IT admin commands come later; here: the default policy and the books, and
-//! [`rules`], the catalogue of rules and the BES 5 presets (not yet used by the default policy).
+//! The policy service (BES: BlackBerry Policy Service): IT policies, IT admin commands and
+//! software configurations, everything signed with the domain's Ed25519 key or sealed per
+//! device and sent through the dispatcher.
 //!
-//! Owns: the domain signing key and what is signed with it. Must not touch: mailboxes,
-//! sealing (it hands envelopes to the dispatcher).
+//! - [`rules`]: the catalogue of rules and the six BES 5 presets (pure).
+//! - [`resolve`]: which policy is in force for a user (user over group over Default), with the
+//!   trace of every assignment considered, and the signed `ItPolicy` made from it.
+//! - [`service`]: the task that pushes a policy to every affected device when it changes and
+//!   resends it periodically, records what each device applied and its compliance, carries
+//!   IT admin commands to devices with their receipts, and deploys software configurations.
+//! - [`commands`] and [`software`]: what those two send and how their answers are recorded.
+//!
+//! Owns: the domain signing key and what is signed with it, the policy, command and software
+//! tables' meaning. Must not touch: mailboxes, sealing (it hands envelopes to the dispatcher),
+//! the activation handshake's state (activation asks [`resolve`] for the policy to send).
 
+pub mod commands;
+pub mod resolve;
 pub mod rules;
+pub mod service;
+pub mod software;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bramble_proto::SrpId;
 use bramble_proto::activation::DomainKey;
-use bramble_proto::schema::{self, policy_rule::Value};
+use bramble_proto::schema;
 use bramble_store::{Store, StoreError};
+
+pub use resolve::{Resolved, resolve_user, seed_presets, signed_policy};
+pub use service::{PolicyHandle, PolicyService};
+
+/// Settings of the policy service (`[server.policy]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// How often the IT policy in force is sent again to every device (BES resent it
+    /// periodically so a device that missed one catches up). Default 24 h.
+    #[serde(with = "crate::config::duration_text")]
+    pub resend_every: Duration,
+    /// How long to wait for a device's answer (to a policy, a command, a software job) before
+    /// sending again. Default 10 min.
+    #[serde(with = "crate::config::duration_text")]
+    pub retry_after: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            resend_every: Duration::from_secs(24 * 3600),
+            retry_after: Duration::from_secs(600),
+        }
+    }
+}
 
 /// The name of the domain signing key among the server's secrets.
 pub const DOMAIN_KEY: &str = "domain_signing_key";
@@ -42,33 +81,6 @@ pub async fn domain_key(store: &Store) -> Result<DomainKey, StoreError> {
     DomainKey::from_pkcs8(&pkcs8).map_err(|e| StoreError::Corrupt {
         what: format!("the domain signing key: {e}"),
     })
-}
-
-fn rule(name: &str, value: Value) -> schema::PolicyRule {
-    schema::PolicyRule {
-        name: name.to_owned(),
-        value: Some(value),
-    }
-}
-
-/// BES's Default IT policy, as data.
-pub fn default_policy(now_ms: i64) -> schema::ItPolicy {
-    schema::ItPolicy {
-        name: "Default".into(),
-        version: 1,
-        issued_at_ms: now_ms,
-        rules: vec![
-            rule("password_required", Value::Flag(false)),
-            rule("minimum_password_length", Value::Number(4)),
-            rule("maximum_password_attempts", Value::Number(10)),
-            rule("inactivity_lock_minutes", Value::Number(0)),
-            rule("disable_camera", Value::Flag(false)),
-            rule("disable_bluetooth", Value::Flag(false)),
-            rule("allow_third_party_applications", Value::Flag(true)),
-            rule("maximum_attachment_kib", Value::Number(25 * 1024)),
-            rule("content_protection", Value::Flag(false)),
-        ],
-    }
 }
 
 /// The service books for a user's device, each naming this server by SRP id.

@@ -436,6 +436,100 @@ pub fn validate(name: &str, value: &RuleValue) -> Result<(), RuleError> {
     }
 }
 
+/// The value an administrator typed for rule `name`, checked: "on"/"off" (also "true"/"false",
+/// "yes"/"no") for a flag, a whole number, or one of the allowed texts (any case).
+///
+/// # Errors
+/// A [`RuleError`]: an unknown rule, text that is not of the rule's type (reported as
+/// [`RuleError::WrongType`]), a number out of range, a text not allowed.
+pub fn parse(name: &str, text: &str) -> Result<RuleValue, RuleError> {
+    let spec = spec(name.trim()).ok_or_else(|| RuleError::Unknown {
+        name: name.trim().to_owned(),
+    })?;
+    let t = text.trim();
+    let value = match spec.kind {
+        RuleKind::Flag => match t.to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" | "1" => RuleValue::Flag(true),
+            "off" | "false" | "no" | "0" => RuleValue::Flag(false),
+            _ => {
+                return Err(RuleError::WrongType {
+                    name: spec.name,
+                    expected: spec.kind.what(),
+                    got: "a text",
+                });
+            }
+        },
+        RuleKind::Number { .. } => match t.parse::<i64>() {
+            Ok(n) => RuleValue::Number(n),
+            Err(_) => {
+                return Err(RuleError::WrongType {
+                    name: spec.name,
+                    expected: spec.kind.what(),
+                    got: "a text",
+                });
+            }
+        },
+        RuleKind::Text { allowed } => match allowed.iter().find(|a| a.eq_ignore_ascii_case(t)) {
+            Some(a) => RuleValue::Text(Cow::Borrowed(a)),
+            None => RuleValue::Text(Cow::Owned(t.to_owned())),
+        },
+    };
+    validate(spec.name, &value)?;
+    Ok(value)
+}
+
+/// What a rule takes, in an administrator's words: "on or off", "a number from 4 to 14",
+/// "one of \"none\", \"letters and digits\", …".
+pub fn takes(spec: &RuleSpec) -> String {
+    match spec.kind {
+        RuleKind::Flag => "on or off".to_owned(),
+        RuleKind::Number { min, max } => format!("a number from {min} to {max}"),
+        RuleKind::Text { allowed } => format!("one of {}", quoted(allowed)),
+    }
+}
+
+/// A rule list as the configuration database keeps it: a JSON object from rule name to a
+/// JSON boolean, number or string, in the list's order.
+pub fn to_json(rules: &[PolicyRule]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = rules
+        .iter()
+        .filter_map(|r| {
+            let v = match r.value.as_ref()? {
+                Value::Flag(b) => serde_json::Value::Bool(*b),
+                Value::Number(n) => serde_json::Value::from(*n),
+                Value::Text(t) => serde_json::Value::String(t.clone()),
+            };
+            Some((r.name.clone(), v))
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// A rule list read back from [`to_json`]'s form, completed to the whole catalogue (a rule
+/// the catalogue gained since the version was stored gets its default; one it lost is
+/// dropped), in catalogue order.
+///
+/// # Errors
+/// A sentence when the text is not such an object.
+pub fn from_json(text: &str) -> Result<Vec<PolicyRule>, String> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| format!("a stored IT policy version is damaged: {e}"))?;
+    let mut values = Vec::new();
+    for (name, v) in &map {
+        let value = match v {
+            serde_json::Value::Bool(b) => RuleValue::Flag(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(n) => RuleValue::Number(n),
+                None => continue,
+            },
+            serde_json::Value::String(s) => RuleValue::Text(Cow::Owned(s.clone())),
+            _ => continue,
+        };
+        values.push((name.as_str(), value));
+    }
+    Ok(resolve(&values))
+}
+
 /// The full rule list for an `ItPolicy`: every catalogue rule, in catalogue order, with the
 /// value given in `values` (the last one when a rule is given twice) or its default.
 ///
@@ -887,5 +981,50 @@ mod tests {
         ] {
             assert_eq!(RuleValue::from_proto(&v.to_proto()), v);
         }
+    }
+
+    #[test]
+    fn typed_values_are_parsed_and_checked() {
+        assert_eq!(parse("password_required", "On"), Ok(RuleValue::Flag(true)));
+        assert_eq!(parse("password_required", "no"), Ok(RuleValue::Flag(false)));
+        assert_eq!(
+            parse(" password_min_length ", " 8 "),
+            Ok(RuleValue::Number(8))
+        );
+        assert_eq!(
+            parse("password_complexity", "Letters and Digits"),
+            Ok(RuleValue::text("letters and digits"))
+        );
+        assert!(matches!(
+            parse("password_min_length", "eight"),
+            Err(RuleError::WrongType { .. })
+        ));
+        assert!(matches!(
+            parse("password_min_length", "40"),
+            Err(RuleError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            parse("password_complexity", "emoji"),
+            Err(RuleError::NotAllowed { .. })
+        ));
+        assert!(matches!(
+            parse("colour", "red"),
+            Err(RuleError::Unknown { .. })
+        ));
+        assert!(matches!(
+            parse("disable_camera", "maybe"),
+            Err(RuleError::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn stored_rule_lists_read_back_whole() {
+        let rules = preset("Advanced Security").expect("preset").rules();
+        assert_eq!(from_json(&to_json(&rules)), Ok(rules));
+        // an old version that lacks a rule gets the default; unknown rules are dropped
+        let partial = from_json(r#"{"password_required":true,"gone_rule":5}"#).expect("reads");
+        assert_eq!(partial.len(), catalogue().len());
+        assert!(from_json("[1,2]").is_err());
+        assert!(from_json("not json").is_err());
     }
 }

@@ -8,6 +8,7 @@ mod filters;
 mod mail;
 mod mail_sync;
 mod open;
+mod policy;
 mod server;
 mod users;
 
