@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::output;
 
+mod group;
 mod policy;
 
 /// Flags of `bramble admin`.
@@ -57,6 +58,11 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         command: policy::PolicyCmd,
+    },
+    /// Groups of users, to assign an IT policy or a software configuration to many at once.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCmd,
     },
 }
 
@@ -943,6 +949,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Filter { command } => filter(&client, args.json, command).await?,
         Cmd::Policy { command } => policy::run(&client, args.json, command).await?,
+        Cmd::Group { command } => group::run(&client, args.json, command).await?,
         Cmd::User { command } => match command {
             UserCmd::Add { email, name } => {
                 let u = client.add_user(&email, name.as_deref()).await?;
