@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::output;
 
+mod command;
 mod group;
 mod policy;
 
@@ -63,6 +64,12 @@ enum Cmd {
     Group {
         #[command(subcommand)]
         command: group::GroupCmd,
+    },
+    /// IT admin commands to a user's device: lock, wipe, remove the organization's data,
+    /// regenerate the encryption key, resend the IT policy or the service books.
+    Command {
+        #[command(subcommand)]
+        command: command::CommandCmd,
     },
 }
 
@@ -950,6 +957,7 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Filter { command } => filter(&client, args.json, command).await?,
         Cmd::Policy { command } => policy::run(&client, args.json, command).await?,
         Cmd::Group { command } => group::run(&client, args.json, command).await?,
+        Cmd::Command { command } => command::run(&client, args.json, command).await?,
         Cmd::User { command } => match command {
             UserCmd::Add { email, name } => {
                 let u = client.add_user(&email, name.as_deref()).await?;
