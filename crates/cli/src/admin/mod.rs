@@ -14,6 +14,7 @@ use crate::output;
 mod command;
 mod group;
 mod policy;
+mod software;
 
 /// Flags of `bramble admin`.
 #[derive(Debug, clap::Args)]
@@ -70,6 +71,12 @@ enum Cmd {
     Command {
         #[command(subcommand)]
         command: command::CommandCmd,
+    },
+    /// Applications: the repository of packages, software configurations (what must, may
+    /// or must not be on a device), who gets which, and the deployment jobs.
+    Software {
+        #[command(subcommand)]
+        command: software::SoftwareCmd,
     },
 }
 
@@ -488,6 +495,7 @@ fn print_filter(f: &FilterView) {
 enum Body {
     None,
     Json(serde_json::Value),
+    Bytes(Vec<u8>),
 }
 
 /// A connection to the administration API.
@@ -538,7 +546,7 @@ impl Client {
             .await
     }
 
-    /// `call` with any kind of body.
+    /// `call` with any kind of body: JSON, or raw bytes (a package upload).
     async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -550,6 +558,13 @@ impl Client {
         match body {
             Body::None => {}
             Body::Json(b) => req = req.json(&b),
+            Body::Bytes(b) => {
+                // an upload may take longer than the usual 30 s on a slow link
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .timeout(std::time::Duration::from_secs(600))
+                    .body(b);
+            }
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() {
@@ -958,6 +973,7 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Policy { command } => policy::run(&client, args.json, command).await?,
         Cmd::Group { command } => group::run(&client, args.json, command).await?,
         Cmd::Command { command } => command::run(&client, args.json, command).await?,
+        Cmd::Software { command } => software::run(&client, args.json, command).await?,
         Cmd::User { command } => match command {
             UserCmd::Add { email, name } => {
                 let u = client.add_user(&email, name.as_deref()).await?;
@@ -1057,6 +1073,11 @@ pub async fn run(args: Args) -> Result<()> {
                 // a server without the policy service answers neither
                 if let Some(p) = &u.policy {
                     print_text(&policy::render_user_policy(p))?;
+                }
+                match &u.software {
+                    Some(s) => print_text(&software::render_user_software(s))?,
+                    None if u.policy.is_some() => println!("Software   none assigned"),
+                    None => {}
                 }
                 if !u.history.is_empty() {
                     println!("Timeline");
