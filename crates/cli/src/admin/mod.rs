@@ -11,6 +11,11 @@ use serde::de::DeserializeOwned;
 
 use crate::output;
 
+mod command;
+mod group;
+mod policy;
+mod software;
+
 /// Flags of `bramble admin`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,6 +55,131 @@ enum Cmd {
         #[command(subcommand)]
         command: FilterCmd,
     },
+    /// IT policies: the rules a device must follow (device password, camera, Bluetooth,
+    /// applications, …), their versions, and which users and groups get which.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCmd,
+    },
+    /// Groups of users, to assign an IT policy or a software configuration to many at once.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCmd,
+    },
+    /// IT admin commands to a user's device: lock, wipe, remove the organization's data,
+    /// regenerate the encryption key, resend the IT policy or the service books.
+    Command {
+        #[command(subcommand)]
+        command: command::CommandCmd,
+    },
+    /// Applications: the repository of packages, software configurations (what must, may
+    /// or must not be on a device), who gets which, and the deployment jobs.
+    Software {
+        #[command(subcommand)]
+        command: software::SoftwareCmd,
+    },
+}
+
+/// `--user EMAIL | --group GROUP`: who an assignment is for.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct Target {
+    /// One user, by email address (a user's own assignment wins over their groups').
+    #[arg(long, value_name = "EMAIL")]
+    user: Option<String>,
+    /// A group: every member without an assignment of their own.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+}
+
+impl Target {
+    /// `/users/{email}/{what}` or `/groups/{name}/{what}`.
+    fn path(&self, what: &str) -> String {
+        match (&self.user, &self.group) {
+            (Some(u), _) => format!("/users/{}/{what}", encode(u)),
+            (None, Some(g)) => format!("/groups/{}/{what}", encode(g)),
+            // clap requires one of the two
+            (None, None) => unreachable!("--user or --group is required"),
+        }
+    }
+
+    /// "user alice@example.com" or "group Sales".
+    fn text(&self) -> String {
+        match (&self.user, &self.group) {
+            (Some(u), _) => format!("user {u}"),
+            (None, Some(g)) => format!("group {g}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// `{"user": …}` or `{"group": …}`, for --json.
+    fn json(&self) -> serde_json::Value {
+        match (&self.user, &self.group) {
+            (Some(u), _) => serde_json::json!({ "user": u }),
+            (None, g) => serde_json::json!({ "group": g }),
+        }
+    }
+}
+
+/// Rows as text with their columns padded to fit, every line starting with `indent`; the
+/// last column is not padded and trailing spaces are cut.
+fn aligned(indent: &str, rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if widths.len() <= i {
+                widths.push(0);
+            }
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = indent.to_owned();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// "alice@example.com, bob@example.com; groups Sales" for a thing's assignments, or "nobody".
+fn assigned_text(users: &[String], groups: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !users.is_empty() {
+        parts.push(format!(
+            "{} {}",
+            if users.len() == 1 { "user" } else { "users" },
+            users.join(", ")
+        ));
+    }
+    if !groups.is_empty() {
+        parts.push(format!(
+            "{} {}",
+            if groups.len() == 1 { "group" } else { "groups" },
+            groups.join(", ")
+        ));
+    }
+    if parts.is_empty() {
+        "nobody".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Prints text that already ends in a newline, quietly when the reader went away.
+fn print_text(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -361,6 +491,13 @@ fn print_filter(f: &FilterView) {
     println!("Changed     {}", f.updated_at);
 }
 
+/// What a request carries.
+enum Body {
+    None,
+    Json(serde_json::Value),
+    Bytes(Vec<u8>),
+}
+
 /// A connection to the administration API.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -405,10 +542,29 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<Option<T>> {
+        self.send(method, path, body.map_or(Body::None, Body::Json))
+            .await
+    }
+
+    /// `call` with any kind of body: JSON, or raw bytes (a package upload).
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<Option<T>> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
+        match body {
+            Body::None => {}
+            Body::Json(b) => req = req.json(&b),
+            Body::Bytes(b) => {
+                // an upload may take longer than the usual 30 s on a slow link
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .timeout(std::time::Duration::from_secs(600))
+                    .body(b);
+            }
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() {
@@ -442,6 +598,37 @@ impl Client {
         Ok(Some(serde_json::from_slice(&bytes).context(
             "the server's answer is not what this client expects",
         )?))
+    }
+
+    /// `GET path`, an answer expected.
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, None)
+            .await?
+            .context("empty answer")
+    }
+
+    /// `METHOD path` with a JSON body, an answer expected.
+    async fn with_body<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.call(method, path, Some(serde_json::to_value(body)?))
+            .await?
+            .context("empty answer")
+    }
+
+    /// `METHOD path` (with a JSON body, if any) where no answer is expected (204).
+    async fn no_answer<B: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<()> {
+        let body = body.map(serde_json::to_value).transpose()?;
+        self.call::<serde_json::Value>(method, path, body).await?;
+        Ok(())
     }
 
     /// `POST /users`.
@@ -783,6 +970,10 @@ pub async fn run(args: Args) -> Result<()> {
             );
         }
         Cmd::Filter { command } => filter(&client, args.json, command).await?,
+        Cmd::Policy { command } => policy::run(&client, args.json, command).await?,
+        Cmd::Group { command } => group::run(&client, args.json, command).await?,
+        Cmd::Command { command } => command::run(&client, args.json, command).await?,
+        Cmd::Software { command } => software::run(&client, args.json, command).await?,
         Cmd::User { command } => match command {
             UserCmd::Add { email, name } => {
                 let u = client.add_user(&email, name.as_deref()).await?;
@@ -875,6 +1066,18 @@ pub async fn run(args: Args) -> Result<()> {
                         "           from the device: sent {}, failed {}",
                         m.sent, m.send_failed
                     );
+                }
+                if !u.groups.is_empty() {
+                    println!("Groups     {}", u.groups.join(", "));
+                }
+                // a server without the policy service answers neither
+                if let Some(p) = &u.policy {
+                    print_text(&policy::render_user_policy(p))?;
+                }
+                match &u.software {
+                    Some(s) => print_text(&software::render_user_software(s))?,
+                    None if u.policy.is_some() => println!("Software   none assigned"),
+                    None => {}
                 }
                 if !u.history.is_empty() {
                     println!("Timeline");
