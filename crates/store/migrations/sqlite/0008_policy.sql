@@ -69,9 +69,10 @@ CREATE TABLE device_policy (
 
 CREATE INDEX device_policy_sent ON device_policy (sent_at);
 
--- IT admin commands and their receipts.
+-- IT admin commands and their receipts. Numbers are never reused (AUTOINCREMENT): a late
+-- answer from a device must not land on another command; likewise software jobs.
 CREATE TABLE it_commands (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     pin        INTEGER CHECK (pin BETWEEN 0 AND 4294967295),
     kind       TEXT    NOT NULL,
@@ -144,7 +145,7 @@ CREATE TABLE group_software (
 
 -- Deployment jobs: a snapshot of the configuration sent to one device, and its report.
 CREATE TABLE software_jobs (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     pin         INTEGER NOT NULL REFERENCES devices (pin) ON DELETE CASCADE,
     user_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     config_name TEXT    NOT NULL,
