@@ -191,10 +191,14 @@ mod tests {
             check(&new("Remove_Org_Data")).map(|c| c.0),
             Ok("remove-org-data")
         );
-        assert!(check(&new("explode")).unwrap_err().contains("lock, wipe"));
+        assert!(
+            check(&new("explode"))
+                .expect_err("unknown")
+                .contains("lock, wipe")
+        );
         let mut lock = new("lock");
         lock.new_password = Some("abc".into());
-        assert!(check(&lock).unwrap_err().contains("4 to 64"));
+        assert!(check(&lock).expect_err("short").contains("4 to 64"));
         lock.new_password = Some("s3cret!x".into());
         assert_eq!(
             check(&lock).map(|c| c.1.new_password),
@@ -202,7 +206,7 @@ mod tests {
         );
         let mut wipe = new("wipe");
         wipe.user_may_cancel = Some(true);
-        assert!(check(&wipe).unwrap_err().contains("delayed"));
+        assert!(check(&wipe).expect_err("not delayed").contains("delayed"));
         wipe.delay_hours = Some(24);
         let (_, p) = check(&wipe).expect("a delayed wipe");
         assert_eq!(describe("wipe", &p), "after 24 h; the user may cancel");
@@ -210,7 +214,11 @@ mod tests {
         assert!(check(&wipe).is_err());
         let mut odd = new("regenerate-key");
         odd.delay_hours = Some(1);
-        assert!(check(&odd).unwrap_err().contains("belong to wipe"));
+        assert!(
+            check(&odd)
+                .expect_err("misplaced")
+                .contains("belong to wipe")
+        );
     }
 
     #[test]
