@@ -51,7 +51,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Connect to the relay and show what arrives, until Ctrl-C (or --for).
+    /// Connect to the relay and show what arrives (mail, IT policy, your administrator's
+    /// commands, applications), until Ctrl-C (or --for). Works while the device is locked.
+    #[command(alias = "listen")]
     Connect {
         /// Stop after this long (e.g. 10s).
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -187,6 +189,85 @@ enum Cmd {
     /// The phone's screen: the inbox, messages, replies and new mail as it arrives, staying
     /// connected (and reconnecting) until q.
     Tui,
+    /// Fetch and answer what the server sent (mail, IT policy, commands, applications), then
+    /// stop once nothing has arrived for --wait. Works while the device is locked.
+    Sync {
+        /// Stop once nothing has arrived for this long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+        wait: Duration,
+    },
+    /// The device password.
+    Password {
+        #[command(subcommand)]
+        action: PasswordCmd,
+    },
+    /// Lock the device: it asks for its password before anything else.
+    Lock,
+    /// Unlock the device with its password (asked for when not given). Too many wrong
+    /// passwords in a row wipe the device.
+    Unlock {
+        /// The device password.
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// A wipe your administrator scheduled.
+    Wipe {
+        #[command(subcommand)]
+        action: WipeCmd,
+    },
+    /// Cancel the wipe your administrator scheduled, when they allowed it (as `wipe cancel`).
+    WipeCancel,
+    /// The applications on the device (with no subcommand: list them).
+    Apps {
+        #[command(subcommand)]
+        action: Option<AppsCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum PasswordCmd {
+    /// Set or change the device password (asked for when --new is not given); it must meet
+    /// your IT policy's length and complexity rules.
+    Set {
+        /// The new password.
+        #[arg(long)]
+        new: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum WipeCmd {
+    /// Cancel the scheduled wipe, when your administrator allowed it.
+    Cancel,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AppsCmd {
+    /// List the installed applications and those your organization offers.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install an application of your own.
+    InstallLocal {
+        /// Its name.
+        name: String,
+        /// Its version.
+        #[arg(value_name = "VERSION")]
+        app_version: String,
+        /// Its package file (without one, an empty placeholder package is installed).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Remove an application (not one your organization requires).
+    Remove {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// What `mark` sets.
@@ -213,6 +294,21 @@ pub async fn run(args: Args) -> Result<()> {
             .exit();
     };
     let mut device = Device::open(&home)?;
+    if device.wiped_when_opened() {
+        eprintln!(
+            "bramble: {}",
+            DeviceError::Wiped("by your administrator, at the time set".into())
+        );
+    }
+    // A locked phone shows nothing and does nothing for its user until unlocked; it still
+    // listens, so that its administrator's commands (a wipe!) arrive.
+    let allowed_locked = matches!(
+        args.command,
+        Cmd::Status { .. } | Cmd::Unlock { .. } | Cmd::Connect { .. } | Cmd::Sync { .. } | Cmd::Tui
+    );
+    if device.is_locked() && !allowed_locked {
+        return Err(DeviceError::Locked.into());
+    }
     let current = device.status();
     let wanted = args
         .relay
@@ -237,6 +333,7 @@ pub async fn run(args: Args) -> Result<()> {
             | Cmd::Move { .. }
             | Cmd::Attachment { .. }
             | Cmd::Tui
+            | Cmd::Sync { .. }
     );
     let explicit = args.relay.is_some() || args.fingerprint.is_some();
     if (connects || explicit)
@@ -257,9 +354,11 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Status { json } => {
             let s = device.status();
             if json {
-                return output::json(
-                    &serde_json::json!({ "device": s, "profile": device.profile() }),
-                );
+                return output::json(&serde_json::json!({
+                    "device": s,
+                    "profile": device.profile(),
+                    "apps": device.apps(),
+                }));
             }
             println!("PIN                 {}", s.pin);
             println!("Relay               {}", s.relay.as_deref().unwrap_or("-"));
@@ -295,6 +394,7 @@ pub async fn run(args: Args) -> Result<()> {
                     println!("Service books       {}", cids.join(", "));
                 }
             }
+            print_manage_status(&device, &s);
             println!(
                 "Sent / received     next seq {}, highest received {}",
                 s.tx_next, s.rx_highest
@@ -330,9 +430,17 @@ pub async fn run(args: Args) -> Result<()> {
                         } else {
                             MailEvent::NotMail
                         };
-                        match event {
+                        match &event {
                             MailEvent::NotMail => print_incoming(&item),
-                            other => println!("{}", describe(&other)),
+                            MailEvent::Managed(events) => {
+                                for e in events {
+                                    println!("{e}");
+                                }
+                            }
+                            other => println!("{}", describe(other)),
+                        }
+                        if event.ends_session() {
+                            break;
                         }
                     }
                     Some(Err(e)) => return Err(e.into()),
@@ -370,10 +478,120 @@ pub async fn run(args: Args) -> Result<()> {
             // Whatever arrived meanwhile (acked already) is stored and confirmed.
             while let Ok(item) = tokio::time::timeout(Duration::from_millis(100), conn.recv()).await
             {
-                mail::handle_and_answer(&mut conn, &store, &item?).await?;
+                let event = mail::handle_and_answer(&mut conn, &store, &item?).await?;
+                if let MailEvent::Managed(events) = &event {
+                    for e in events {
+                        println!("{e}");
+                    }
+                }
+                if event.ends_session() {
+                    break;
+                }
             }
             conn.close().await;
         }
+        Cmd::Sync { wait } => {
+            require_activated(&device)?;
+            let store = device.mail_store().await?;
+            let mut conn = device.connect().await?;
+            let synced = mail::sync(&mut conn, &store, wait).await;
+            conn.close().await;
+            let report = synced?;
+            for e in &report.managed {
+                println!("{e}");
+            }
+            print_sync(&report);
+            if !report.ended {
+                store.close().await;
+            }
+        }
+        Cmd::Password {
+            action: PasswordCmd::Set { new },
+        } => {
+            let password = match new {
+                Some(p) => p,
+                None => {
+                    let p = read_secret("New device password: ")?;
+                    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+                        && read_secret("Type it again: ")? != p
+                    {
+                        anyhow::bail!("The two passwords differ; the password was not changed.");
+                    }
+                    p
+                }
+            };
+            device.set_password(&password)?;
+            println!("The device password is set.");
+            report_compliance(&mut device).await?;
+        }
+        Cmd::Lock => {
+            device.lock()?;
+            println!("The device is locked. Unlock it with `bramble device unlock`.");
+        }
+        Cmd::Unlock { password } => {
+            if !device.is_locked() {
+                println!("The device is not locked.");
+                return Ok(());
+            }
+            let password = match password {
+                Some(p) => p,
+                // Locked by the administrator without a password ever set: nothing to ask.
+                None if !device.has_password() => String::new(),
+                None => read_secret("Device password: ")?,
+            };
+            device.unlock(&password)?;
+            println!("The device is unlocked.");
+        }
+        Cmd::Wipe {
+            action: WipeCmd::Cancel,
+        }
+        | Cmd::WipeCancel => {
+            let wipe = device.cancel_wipe()?;
+            println!(
+                "The wipe scheduled for {} is cancelled.",
+                bramble_device::manage::time_text(wipe.due_at_ms)
+            );
+            report_compliance(&mut device).await?;
+        }
+        Cmd::Apps { action, json } => match action {
+            None => list_apps(&device, json)?,
+            Some(AppsCmd::List { json: j }) => list_apps(&device, json || j)?,
+            Some(AppsCmd::InstallLocal {
+                name,
+                app_version: version,
+                file,
+            }) => {
+                let package = match &file {
+                    Some(f) => {
+                        let meta = std::fs::metadata(f)
+                            .map_err(|e| anyhow::anyhow!("Cannot read {}: {e}", f.display()))?;
+                        if meta.len() > bramble_device::manage::MAX_PACKAGE {
+                            return Err(DeviceError::AppRefused(format!(
+                                "its package is larger than the {} MiB this device accepts",
+                                bramble_device::manage::MAX_PACKAGE >> 20
+                            ))
+                            .into());
+                        }
+                        std::fs::read(f)
+                            .map_err(|e| anyhow::anyhow!("Cannot read {}: {e}", f.display()))?
+                    }
+                    None => Vec::new(),
+                };
+                let app = device.install_local_app(&name, &version, &package)?;
+                println!(
+                    "Installed {} {} ({}).",
+                    app.name,
+                    app.version,
+                    size_text(app.size)
+                );
+                report_compliance(&mut device).await?;
+            }
+            Some(AppsCmd::Remove { name }) => {
+                let app = device.remove_app(&name)?;
+                println!("Removed {} {}.", app.name, app.version);
+                report_compliance(&mut device).await?;
+            }
+        },
         Cmd::Inbox { json, wait } => inbox(&mut device, json, wait).await?,
         Cmd::Read {
             ref_id,
@@ -547,6 +765,14 @@ async fn inbox(device: &mut Device, json: bool, wait: Duration) -> Result<()> {
         Err(e) if e.is_transient() => eprintln!("bramble: {e} Showing what is on the device."),
         Err(e) => return Err(e.into()),
     }
+    if let Some(r) = &report
+        && r.ended
+    {
+        for e in &r.managed {
+            println!("{e}");
+        }
+        return Ok(());
+    }
     let messages = store.inbox().await?;
     if json {
         return output::json(&serde_json::json!({
@@ -599,6 +825,197 @@ async fn inbox(device: &mut Device, json: bool, wait: Duration) -> Result<()> {
         &rows,
     );
     Ok(())
+}
+
+/// The policy service's part of `status`.
+fn print_manage_status(device: &Device, s: &bramble_device::DeviceStatus) {
+    println!(
+        "Locked              {}",
+        match (s.locked, device.locked_by_admin()) {
+            (true, true) => "yes, by your administrator (`bramble device unlock`)",
+            (true, false) => "yes (`bramble device unlock`)",
+            (false, _) => "no",
+        }
+    );
+    println!(
+        "Device password     {}",
+        if s.password_set {
+            if s.failed_password_attempts > 0 {
+                format!(
+                    "set ({} wrong in a row; the device wipes itself at {})",
+                    s.failed_password_attempts, s.max_password_attempts
+                )
+            } else {
+                "set".to_owned()
+            }
+        } else {
+            "not set".to_owned()
+        }
+    );
+    if let (Some(name), Some(version)) = (&s.policy_name, s.policy_version) {
+        println!("Policy in force     {name} (version {version})");
+        if s.compliance_problems.is_empty() {
+            println!("Compliance          the device complies with its IT policy");
+        } else {
+            for (i, p) in s.compliance_problems.iter().enumerate() {
+                let label = if i == 0 { "Not compliant" } else { "" };
+                println!("{label:<20}{p}");
+            }
+        }
+        let mut settings = Vec::new();
+        if s.camera_disabled {
+            settings.push("camera disabled".to_owned());
+        }
+        if s.bluetooth_disabled {
+            settings.push("Bluetooth disabled".to_owned());
+        }
+        if s.content_protection {
+            settings.push("content protection on".to_owned());
+        }
+        if s.inactivity_lock_minutes > 0 {
+            settings.push(format!(
+                "locks after {} idle minute(s)",
+                s.inactivity_lock_minutes
+            ));
+        }
+        if let Some(max) = s.max_attachment_bytes {
+            settings.push(format!("attachments up to {} KB", max / 1024));
+        }
+        if !settings.is_empty() {
+            println!("Device settings     {}", settings.join(", "));
+        }
+    }
+    if let Some(w) = s.scheduled_wipe {
+        println!(
+            "Scheduled wipe      at {}{}",
+            bramble_device::manage::time_text(w.due_at_ms),
+            if w.may_cancel {
+                " (`bramble device wipe-cancel` cancels it)"
+            } else {
+                " (your administrator does not allow cancelling it)"
+            }
+        );
+    }
+    if s.key_regeneration_pending {
+        println!("New key             agreed; in use once the server uses it");
+    }
+    println!(
+        "Applications        {} installed{}",
+        s.installed_apps,
+        device
+            .software_configuration()
+            .map(|n| format!(" (software configuration {n})"))
+            .unwrap_or_default()
+    );
+}
+
+/// `apps list`.
+fn list_apps(device: &Device, json: bool) -> Result<()> {
+    let installed = device.apps();
+    let available = device.available_apps();
+    if json {
+        return output::json(&serde_json::json!({
+            "installed": installed,
+            "available": available,
+        }));
+    }
+    if installed.is_empty() {
+        println!("No applications are installed.");
+    } else {
+        let rows: Vec<Vec<String>> = installed
+            .iter()
+            .map(|a| {
+                vec![
+                    short(&a.name, 40),
+                    short(&a.version, 20),
+                    a.source.to_string(),
+                    size_text(a.size),
+                    a.sha256.get(..16).unwrap_or(&a.sha256).to_owned(),
+                ]
+            })
+            .collect();
+        output::table(&["NAME", "VERSION", "SOURCE", "SIZE", "SHA-256"], &rows);
+    }
+    if !available.is_empty() {
+        println!();
+        println!("Offered by your organization:");
+        let rows: Vec<Vec<String>> = available
+            .iter()
+            .map(|a| vec![short(&a.name, 40), short(&a.version, 20), size_text(a.size)])
+            .collect();
+        output::table(&["NAME", "VERSION", "SIZE"], &rows);
+    }
+    Ok(())
+}
+
+/// After a change the server should hear of (compliance, a cancelled wipe): tells it now
+/// when the relay can be reached, or says it will on the next connection.
+async fn report_compliance(device: &mut Device) -> Result<()> {
+    for p in device.compliance_problems() {
+        println!("Not compliant: {p}");
+    }
+    if device.server().is_none() || device.pending_replies() == 0 {
+        return Ok(());
+    }
+    let later = "Your administrator will be told on the next connection.";
+    match device.connect().await {
+        Ok(mut conn) => {
+            let sent = bramble_device::manage::send_pending(&mut conn).await;
+            conn.close().await;
+            match sent {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_transient() => {
+                    println!("Not connected: {e}\n{later}");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) if e.is_transient() => {
+            println!("Not connected: {e}\n{later}");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads a password: without echo on a terminal, a line of standard input otherwise.
+fn read_secret(prompt: &str) -> Result<String> {
+    use crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers};
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    crossterm::terminal::enable_raw_mode()?;
+    let typed = (|| -> Result<String> {
+        let mut s = String::new();
+        loop {
+            if let Event::Key(k) = crossterm::event::read()? {
+                if k.kind == KeyEventKind::Release {
+                    continue;
+                }
+                match k.code {
+                    KeyCode::Enter => return Ok(s),
+                    KeyCode::Backspace => {
+                        s.pop();
+                    }
+                    KeyCode::Esc => anyhow::bail!("Cancelled."),
+                    KeyCode::Char('c' | 'd') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                        anyhow::bail!("Cancelled.")
+                    }
+                    KeyCode::Char(c) => s.push(c),
+                    _ => {}
+                }
+            }
+        }
+    })();
+    let _ = crossterm::terminal::disable_raw_mode();
+    eprintln!();
+    typed
 }
 
 /// What a sync did, in a line or two (nothing when nothing happened).
@@ -862,6 +1279,11 @@ fn describe(event: &MailEvent) -> String {
             }
         }
         MailEvent::Refused { reason } => format!("a mail message was refused: {reason}"),
+        MailEvent::Managed(events) => events
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
         MailEvent::NotMail => "not mail".into(),
     }
 }
@@ -890,5 +1312,15 @@ fn print_incoming(item: &Incoming) {
         },
         Incoming::Rejected { seq, reason } => println!("#{seq} refused: {reason}"),
         Incoming::Activation { from, .. } => println!("an activation message from {from}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn device_commands_are_well_formed() {
+        // clap checks its definitions only when a command is used: check them all here.
+        use clap::CommandFactory;
+        crate::Cli::command().debug_assert();
     }
 }

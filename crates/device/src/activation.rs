@@ -43,6 +43,9 @@ pub struct AppliedPolicy {
     pub version: u64,
     /// Rules as text.
     pub rules: BTreeMap<String, String>,
+    /// SHA-256 of the signed policy bytes (hex): what `PolicyApplied` names it by.
+    #[serde(default)]
+    pub hash: String,
 }
 
 /// A stage of activation, shown with BES's texts.
@@ -109,7 +112,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn rule_text(v: &Option<Value>) -> String {
+pub(crate) fn rule_text(v: &Option<Value>) -> String {
     match v {
         Some(Value::Flag(b)) => b.to_string(),
         Some(Value::Number(n)) => n.to_string(),
@@ -119,6 +122,21 @@ fn rule_text(v: &Option<Value>) -> String {
 }
 
 impl Device {
+    /// Installs what a completed Enterprise Activation leaves (the address, the pinned domain
+    /// key, the IT policy and the service books) without running it: for tests and tools
+    /// that play the server's side themselves, as [`Device::provision`] is for the key. The
+    /// policy is applied as one sent later would be (what it forbids goes, compliance is
+    /// worked out and recorded as reported).
+    ///
+    /// # Errors
+    /// When the state cannot be written.
+    pub fn install_profile(&mut self, profile: Profile) -> Result<(), DeviceError> {
+        self.set_profile(Some(profile))?;
+        let mut events = Vec::new();
+        self.enforce_policy(&mut events)?;
+        Ok(())
+    }
+
     /// Activates this device for `email` with the one-time `password`, calling `progress` at
     /// each stage. The relay must be set ([`Device::set_relay`]).
     ///
@@ -244,13 +262,21 @@ impl Device {
                             .iter()
                             .map(|r| (r.name.clone(), rule_text(&r.value)))
                             .collect(),
+                        hash: hex::encode(hash),
                     });
                     conn.device_mut().set_profile(Some(profile.clone()))?;
+                    // Applied as a policy update is: what it forbids goes, and what keeps the
+                    // device from complying is reported (and again whenever that changes).
+                    let mut events = Vec::new();
+                    let problems = conn.device_mut().enforce_policy(&mut events)?;
+                    for e in &events {
+                        tracing::info!("{e}");
+                    }
                     Some(Body::PolicyApplied(schema::PolicyApplied {
                         policy_hash: hash.to_vec().into(),
                         version: policy.version,
                         applied: true,
-                        problems: Vec::new(),
+                        problems,
                     }))
                 }
                 Some(Body::ServiceBooks(books)) => {

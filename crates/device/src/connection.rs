@@ -99,6 +99,7 @@ impl Device {
         span.in_scope(|| {
             tracing::info!(queued = link.welcome().queued, "connected to the relay");
         });
+        self.runtime.epoch = self.runtime.epoch.wrapping_add(1);
         Ok(Connection {
             device: self,
             link,
@@ -264,8 +265,11 @@ impl Connection<'_> {
         self.link.send(frame).await.map_err(|e| self.lost(e))
     }
 
-    /// The device, mutably (activation binds it while connected).
-    pub(crate) fn device_mut(&mut self) -> &mut Device {
+    /// The device, mutably: to unlock it, set its password or install an application while
+    /// connected (activation binds it while connected). What such a change leaves to tell
+    /// the server goes with the next [`crate::mail::send_pending`] (or
+    /// [`crate::manage::send_pending`]).
+    pub fn device_mut(&mut self) -> &mut Device {
         self.device
     }
 

@@ -30,6 +30,8 @@ pub struct Device {
     state: State,
     /// Built from the binding on first use, kept across connections.
     session: Option<Session>,
+    /// What the policy service keeps in memory only.
+    pub(crate) runtime: crate::manage::Runtime,
 }
 
 impl std::fmt::Debug for Device {
@@ -67,6 +69,36 @@ pub struct DeviceStatus {
     pub tx_reserved: u64,
     /// The highest sequence number received from the server under the current key.
     pub rx_highest: u64,
+    /// Whether a regenerated key is agreed and waits for the server's first frame under it.
+    pub key_regeneration_pending: bool,
+    /// Whether the device is locked: it asks for its password before anything else.
+    pub locked: bool,
+    /// Whether a device password is set.
+    pub password_set: bool,
+    /// Wrong passwords typed in a row.
+    pub failed_password_attempts: u32,
+    /// How many wrong passwords in a row wipe the device.
+    pub max_password_attempts: u32,
+    /// The IT policy in force: its name.
+    pub policy_name: Option<String>,
+    /// The IT policy in force: its version.
+    pub policy_version: Option<u64>,
+    /// Why the device does not comply with its IT policy (empty: it does).
+    pub compliance_problems: Vec<String>,
+    /// The IT policy turned the camera off.
+    pub camera_disabled: bool,
+    /// The IT policy turned Bluetooth off.
+    pub bluetooth_disabled: bool,
+    /// The IT policy asks for content protection.
+    pub content_protection: bool,
+    /// Idle minutes before the screen locks (0: never).
+    pub inactivity_lock_minutes: u32,
+    /// The largest attachment the device downloads, bytes, when the IT policy says.
+    pub max_attachment_bytes: Option<u64>,
+    /// A wipe the administrator scheduled.
+    pub scheduled_wipe: Option<crate::manage::ScheduledWipe>,
+    /// Applications installed.
+    pub installed_apps: usize,
 }
 
 fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -93,12 +125,18 @@ impl Device {
     pub fn open(home: &Path) -> Result<Device, DeviceError> {
         let (store, identity, state) = Store::open(home)?;
         tracing::debug!(pin = %identity.pin(), home = %home.display(), "device opened");
-        Ok(Device {
+        let mut device = Device {
             store,
             identity,
             state,
             session: None,
-        })
+            runtime: crate::manage::Runtime::default(),
+        };
+        // A wipe that came due while the device was off is carried out before anything else.
+        if device.wipe_if_due(crate::manage::now_ms())? {
+            device.runtime.wiped_at_open = true;
+        }
+        Ok(device)
     }
 
     /// A device that keeps everything in memory and writes no file: a new identity, no relay,
@@ -114,6 +152,7 @@ impl Device {
             identity,
             state: State::default(),
             session: None,
+            runtime: crate::manage::Runtime::default(),
         })
     }
 
@@ -142,6 +181,8 @@ impl Device {
     pub fn status(&self) -> DeviceStatus {
         let relay = self.state.relay.as_ref();
         let binding = self.state.binding.as_ref();
+        let policy = self.policy();
+        let settings = self.policy_settings();
         DeviceStatus {
             pin: self.pin(),
             relay: relay.map(|r| r.addr.clone()),
@@ -154,6 +195,21 @@ impl Device {
                 .map_or(self.state.tx_reserved.max(1), |s| s.sealer.next_seq()),
             tx_reserved: self.state.tx_reserved,
             rx_highest: binding.map_or(0, |b| b.rx_highest),
+            key_regeneration_pending: self.state.manage.pending_key.is_some(),
+            locked: self.is_locked(),
+            password_set: self.has_password(),
+            failed_password_attempts: self.state.manage.failed_attempts,
+            max_password_attempts: settings.max_password_attempts,
+            policy_name: policy.map(|p| p.name.clone()),
+            policy_version: policy.map(|p| p.version),
+            compliance_problems: self.compliance_problems(),
+            camera_disabled: settings.disable_camera,
+            bluetooth_disabled: settings.disable_bluetooth,
+            content_protection: settings.content_protection,
+            inactivity_lock_minutes: settings.inactivity_lock_minutes,
+            max_attachment_bytes: settings.max_attachment_bytes(),
+            scheduled_wipe: self.scheduled_wipe(),
+            installed_apps: self.state.manage.apps.len(),
         }
     }
 
@@ -307,17 +363,23 @@ impl Device {
         let session = self.session()?;
         // A frame that does not open leaves the replay window as it was: nothing to persist.
         let plaintext = match session.opener.open(frame) {
-            Ok(p) => p,
-            Err(e) => return rejected(e.to_string()),
+            Ok(p) => {
+                self.persist_rx()?;
+                p
+            }
+            // After a key regeneration, the first frame that opens only with the next key
+            // makes it the key (and from then on the old one opens nothing).
+            Err(e) => match self.open_with_pending_key(frame)? {
+                Some(p) => p,
+                None => return rejected(e.to_string()),
+            },
         };
-        self.persist_rx()?;
         match bramble_proto::decode_message::<Envelope>(&plaintext, MAX_PLAINTEXT) {
             Ok(env) => Ok(Incoming::Envelope { seq, env }),
             Err(e) => rejected(format!("the message inside is not readable: {e}")),
         }
     }
 
-    /// Writes the state; nothing in memory.
     /// What activation gave this device, if it was activated.
     pub fn profile(&self) -> Option<&crate::activation::Profile> {
         self.state.profile.as_ref()
@@ -332,8 +394,148 @@ impl Device {
         self.save().inspect_err(|_| self.state.profile = old)
     }
 
+    /// Writes the state; nothing in memory.
     fn save(&self) -> Result<(), DeviceError> {
         self.store.save(self.pin(), &self.state)
+    }
+
+    /// The policy service's state.
+    pub(crate) fn manage(&self) -> &crate::manage::ManageState {
+        &self.state.manage
+    }
+
+    /// Changes the policy service's state and writes it; on failure the change is undone.
+    pub(crate) fn update_manage<R>(
+        &mut self,
+        f: impl FnOnce(&mut crate::manage::ManageState) -> R,
+    ) -> Result<R, DeviceError> {
+        let old = self.state.manage.clone();
+        let r = f(&mut self.state.manage);
+        match self.save() {
+            Ok(()) => Ok(r),
+            Err(e) => {
+                self.state.manage = old;
+                Err(e)
+            }
+        }
+    }
+
+    /// Changes the profile and the policy service's state together and writes them; on
+    /// failure both are undone.
+    pub(crate) fn update_profile_and_manage<R>(
+        &mut self,
+        f: impl FnOnce(&mut Option<crate::activation::Profile>, &mut crate::manage::ManageState) -> R,
+    ) -> Result<R, DeviceError> {
+        let old_profile = self.state.profile.clone();
+        let old_manage = self.state.manage.clone();
+        let r = f(&mut self.state.profile, &mut self.state.manage);
+        match self.save() {
+            Ok(()) => Ok(r),
+            Err(e) => {
+                self.state.profile = old_profile;
+                self.state.manage = old_manage;
+                Err(e)
+            }
+        }
+    }
+
+    /// The master key in use, when bound.
+    pub(crate) fn master_key(&self) -> Option<&MasterKey> {
+        self.state.binding.as_ref().map(|b| &b.master)
+    }
+
+    /// The home's files.
+    pub(crate) fn home_store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Everything but the identity goes: the state is written as a new device's first (the
+    /// binding and its key, the profile, the relay, the password and applications are gone),
+    /// then every other file of the home is deleted (mail store, packages, attachments). The
+    /// transmit numbers stay reserved, so none is ever used twice.
+    pub(crate) fn factory_reset(&mut self) -> Result<(), DeviceError> {
+        let fresh = State {
+            tx_reserved: self.state.tx_reserved,
+            ..State::default()
+        };
+        let old = std::mem::replace(&mut self.state, fresh);
+        if let Err(e) = self.save() {
+            self.state = old;
+            return Err(e);
+        }
+        self.session = None;
+        self.runtime = crate::manage::Runtime::default();
+        drop(old);
+        self.store
+            .clear(&[crate::home::IDENTITY_FILE, crate::home::STATE_FILE])?;
+        tracing::info!(pin = %self.pin(), "device wiped: back to factory settings");
+        Ok(())
+    }
+
+    /// The organization's part goes: the binding and its key, the profile (policy, service
+    /// books), and what `keep` does not keep of the policy service's state. Written first;
+    /// the caller deletes the files.
+    pub(crate) fn remove_organization(
+        &mut self,
+        keep: impl FnOnce(&crate::manage::ManageState) -> crate::manage::ManageState,
+    ) -> Result<(), DeviceError> {
+        let manage = keep(&self.state.manage);
+        let old_manage = std::mem::replace(&mut self.state.manage, manage);
+        let old_profile = self.state.profile.take();
+        let old_binding = self.state.binding.take();
+        if let Err(e) = self.save() {
+            self.state.manage = old_manage;
+            self.state.profile = old_profile;
+            self.state.binding = old_binding;
+            return Err(e);
+        }
+        self.session = None;
+        tracing::info!(pin = %self.pin(), "organization data removed; the device is no longer activated");
+        Ok(())
+    }
+
+    /// Opens `frame` with the next key of a key regeneration, if there is one and it opens;
+    /// then switches to it: the next key becomes the binding's (its generation, a new replay
+    /// window holding this frame's number), written before this returns.
+    fn open_with_pending_key(&mut self, frame: &Frame) -> Result<Option<Vec<u8>>, DeviceError> {
+        let Some(pending) = self.state.manage.pending_key.clone() else {
+            return Ok(None);
+        };
+        let Some(master) = hex::decode(&pending.master_key)
+            .ok()
+            .and_then(|k| MasterKey::from_slice(&k))
+        else {
+            return Ok(None);
+        };
+        let mut next =
+            Session::device(&master, 0..0, 0).map_err(|e| DeviceError::Crypto(e.to_string()))?;
+        let Ok(plain) = next.opener.open(frame) else {
+            return Ok(None);
+        };
+        let Some(srp) = self.server() else {
+            return Ok(None);
+        };
+        let new = Some(Binding {
+            srp,
+            master,
+            key_generation: pending.key_generation,
+            rx_highest: next.opener.highest_seq(),
+        });
+        let old_binding = std::mem::replace(&mut self.state.binding, new);
+        let old_pending = self.state.manage.pending_key.take();
+        if let Err(e) = self.save() {
+            self.state.binding = old_binding;
+            self.state.manage.pending_key = old_pending;
+            return Err(e);
+        }
+        self.session = None;
+        self.runtime.key_switched = Some(pending.key_generation);
+        tracing::info!(
+            pin = %self.pin(),
+            key_generation = pending.key_generation,
+            "switched to the regenerated key"
+        );
+        Ok(Some(plain))
     }
 
     /// The session of the current binding, built on first use.

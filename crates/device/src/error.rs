@@ -201,6 +201,80 @@ pub enum DeviceError {
     /// A message the user wrote cannot be sent as it is.
     #[error("This message cannot be sent: {0}.")]
     BadDraft(String),
+    /// The IT policy does not allow an attachment this large on the device.
+    #[error("{}", attachment_forbidden(*size, *max))]
+    AttachmentForbidden {
+        /// Its size, bytes.
+        size: u64,
+        /// The most the IT policy allows, bytes.
+        max: u64,
+    },
+    /// The device is locked: only unlocking (and listening) works.
+    #[error("This device is locked. Unlock it with `bramble device unlock`.")]
+    Locked,
+    /// The device password typed is not the device's.
+    #[error(
+        "That is not the device password. {attempts_left} more wrong {} and the device wipes \
+         itself (all its data is erased).",
+        if *attempts_left == 1 { "password" } else { "passwords" }
+    )]
+    WrongDevicePassword {
+        /// Wrong passwords still allowed before the device wipes itself.
+        attempts_left: u32,
+    },
+    /// The device wiped itself or was wiped: everything on it is gone.
+    #[error(
+        "This device was wiped ({0}): its mail, settings and applications are gone and it is \
+         back to factory settings. Activate it again to use it."
+    )]
+    Wiped(String),
+    /// The administrator removed the organization's data: the device is no longer activated.
+    #[error(
+        "Your administrator removed this device from the organization: its mail, IT policy and \
+         the organization's applications are gone, and it is no longer activated."
+    )]
+    OrganizationRemoved,
+    /// The password cannot be the device password.
+    #[error("That password cannot be used: {0}.")]
+    PasswordRefused(String),
+    /// Locking needs a password to unlock with.
+    #[error("This device has no password: set one first with `bramble device password set`.")]
+    NoPassword,
+    /// There is no wipe to cancel.
+    #[error("No wipe is scheduled on this device.")]
+    NoWipeScheduled,
+    /// The administrator did not allow this wipe to be cancelled.
+    #[error(
+        "Your administrator does not allow this wipe to be cancelled: the device will be wiped \
+         at {}.",
+        crate::manage::time_text(*due_at_ms)
+    )]
+    WipeNotCancellable {
+        /// When the wipe is due (unix ms).
+        due_at_ms: i64,
+    },
+    /// An application cannot be installed.
+    #[error("This application cannot be installed: {0}.")]
+    AppRefused(String),
+    /// An application cannot be removed.
+    #[error("This application cannot be removed: {0}.")]
+    AppRemoveRefused(String),
+    /// No application of that name is installed.
+    #[error("No application called {0:?} is installed on this device.")]
+    NoSuchApp(String),
+}
+
+fn attachment_forbidden(size: u64, max: u64) -> String {
+    if max == 0 {
+        return "Your IT policy does not allow attachments to be downloaded to this device."
+            .to_owned();
+    }
+    format!(
+        "Your IT policy does not allow attachments larger than {} KB on this device; this one \
+         is {} KB.",
+        max / 1024,
+        size.div_ceil(1024)
+    )
 }
 
 impl DeviceError {

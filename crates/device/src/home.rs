@@ -5,6 +5,8 @@
 //! HOME/state.json       relay, pinned fingerprint, binding, counters; mode 0600 (holds the
 //!                       master key); replaced atomically (temp file, fsync, rename, fsync dir)
 //! HOME/lock             held (flock) while a `Device` has the home open
+//! HOME/mail.db          the mail store (see `mail`)
+//! HOME/apps/            installed application packages (see `manage`)
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -69,6 +71,9 @@ pub(crate) struct State {
     /// What Enterprise Activation gave the device: its address, the pinned domain key, the IT
     /// policy and the service books.
     pub profile: Option<crate::activation::Profile>,
+    /// What the policy service left: the device password, lock, IT admin commands carried
+    /// out, a scheduled wipe, a pending next key, installed applications, replies to send.
+    pub manage: crate::manage::ManageState,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -83,6 +88,8 @@ struct StateFile {
     tx_reserved: u64,
     #[serde(default)]
     profile: Option<crate::activation::Profile>,
+    #[serde(default)]
+    manage: crate::manage::ManageState,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -212,6 +219,7 @@ impl State {
             }),
             tx_reserved: self.tx_reserved,
             profile: self.profile.clone(),
+            manage: self.manage.clone(),
         }
     }
 
@@ -253,6 +261,7 @@ impl State {
             binding,
             tx_reserved: file.tx_reserved,
             profile: file.profile,
+            manage: file.manage,
         })
     }
 }
@@ -310,4 +319,61 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DeviceError>
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(DeviceError::file("flush", dir))
+}
+
+impl Store {
+    /// Deletes everything in the home but the files named in `keep` (and the lock, which
+    /// this store holds): files and folders alike. Nothing in memory mode.
+    pub fn clear(&self, keep: &[&str]) -> Result<(), DeviceError> {
+        let Store::Home { dir, .. } = self else {
+            return Ok(());
+        };
+        let entries = std::fs::read_dir(dir).map_err(DeviceError::file("list", dir))?;
+        for entry in entries {
+            let entry = entry.map_err(DeviceError::file("list", dir))?;
+            let name = entry.file_name();
+            let keep_it = name
+                .to_str()
+                .is_some_and(|n| n == LOCK_FILE || keep.contains(&n));
+            if keep_it {
+                continue;
+            }
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let removed = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DeviceError::file("delete", &path)(e)),
+            }
+        }
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(DeviceError::file("flush", dir))
+    }
+
+    /// Deletes these files or folders of the home, when they are there.
+    pub fn remove(&self, names: &[&str]) -> Result<(), DeviceError> {
+        let Store::Home { dir, .. } = self else {
+            return Ok(());
+        };
+        for name in names {
+            let path = dir.join(name);
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match removed {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DeviceError::file("delete", &path)(e)),
+            }
+        }
+        Ok(())
+    }
 }

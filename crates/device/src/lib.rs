@@ -10,6 +10,9 @@
 //!   with [`Device::in_memory`];
 //! - **its mail** ([`mail`]): the local mail store (`mail.db`), what the server pushes, the
 //!   outbox and the changes to tell the server;
+//! - **what its organization manages** ([`manage`]): IT policy updates and compliance, the
+//!   device password and lock, IT admin commands (lock, wipe, remove the organization's data,
+//!   regenerate the key), service books, and applications from software configurations;
 //! - **its session keys**: the master key of the binding, the transmit sequence numbers it has
 //!   reserved (persisted a block at a time *before* any of them is used, since they are AEAD
 //!   nonces) and the highest number it has received (persisted before a frame is acked, so a
@@ -39,9 +42,11 @@ mod device;
 mod error;
 mod home;
 pub mod mail;
+pub mod manage;
 
 pub use connection::{Connection, Incoming, PING_TIMEOUT};
 pub use device::{Device, DeviceStatus, TX_BLOCK};
 pub use error::DeviceError;
 pub use home::{IDENTITY_FILE, LOCK_FILE, STATE_FILE};
 pub use mail::{MailEvent, MailStore};
+pub use manage::ManageEvent;

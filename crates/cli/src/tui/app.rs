@@ -41,6 +41,22 @@ pub enum Action {
     },
     /// Put this message in the outbox and send it.
     Send(Draft),
+    /// Unlock the device with this password.
+    Unlock(String),
+}
+
+/// The password screen of a locked device: nothing else is shown until the right password is
+/// typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockScreen {
+    /// What is typed (shown as dots).
+    pub input: TextArea,
+    /// Why the last password did not unlock, with the attempts left.
+    pub error: Option<String>,
+    /// Locked by the administrator (rather than the user or the idle timer).
+    pub by_admin: bool,
+    /// A password was handed to the loop and is being checked.
+    pub checking: bool,
 }
 
 /// The state of the link to the relay, as the status line tells it.
@@ -380,6 +396,8 @@ pub struct App {
     pub notice: Option<String>,
     /// Messages sent from here whose fate is being followed (newest last).
     pub sending: Vec<Sending>,
+    /// The password screen, when the device is locked.
+    pub lock: Option<LockScreen>,
 }
 
 fn key_is(key: &KeyEvent, c: char) -> bool {
@@ -407,6 +425,67 @@ impl App {
             link: Link::Connecting,
             notice: None,
             sending: Vec::new(),
+            lock: None,
+        }
+    }
+
+    // ---- the lock ------------------------------------------------------------------------
+
+    /// The device is locked: the password screen replaces everything (a question or a
+    /// message being written stays behind it).
+    pub fn lock_screen(&mut self, by_admin: bool) {
+        match &mut self.lock {
+            Some(l) => l.by_admin |= by_admin,
+            None => {
+                self.lock = Some(LockScreen {
+                    input: TextArea::new("", false),
+                    error: None,
+                    by_admin,
+                    checking: false,
+                });
+            }
+        }
+    }
+
+    /// The right password was typed.
+    pub fn unlocked(&mut self) {
+        self.lock = None;
+    }
+
+    /// The password typed did not unlock the device.
+    pub fn unlock_refused(&mut self, why: &str) {
+        if let Some(l) = &mut self.lock {
+            l.checking = false;
+            l.error = Some(why.to_owned());
+        }
+    }
+
+    /// Keys on the password screen.
+    fn lock_key(&mut self, key: &KeyEvent) -> Option<Action> {
+        let l = self.lock.as_mut()?;
+        if l.checking {
+            return None;
+        }
+        match key.code {
+            KeyCode::Enter => {
+                let password = l.input.text();
+                l.input = TextArea::new("", false);
+                if password.is_empty() {
+                    l.error = Some("Type the device password.".to_owned());
+                    return None;
+                }
+                l.checking = true;
+                l.error = None;
+                Some(Action::Unlock(password))
+            }
+            KeyCode::Esc => {
+                l.input = TextArea::new("", false);
+                None
+            }
+            _ => {
+                l.input.key(key);
+                None
+            }
         }
     }
 
@@ -511,6 +590,9 @@ impl App {
 
     /// The key help for what is on screen.
     pub fn help(&self) -> &'static str {
+        if self.lock.is_some() {
+            return "Type the device password · Enter unlock · Ctrl-C quit";
+        }
         if self.compose.is_some() {
             return "Tab next field · Ctrl-S (or Ctrl-D) send · Esc cancel";
         }
@@ -537,6 +619,9 @@ impl App {
         }
         if ctrl(&key, 'c') {
             return Some(Action::Quit);
+        }
+        if self.lock.is_some() {
+            return self.lock_key(&key);
         }
         if self.compose.is_some() {
             return self.compose_key(&key);

@@ -8,8 +8,15 @@
 //! with back-off while the screen keeps working from the mail store. The screen's state and
 //! what keys do live in [`app`] (pure, tested without a terminal), the drawing in [`view`].
 //!
-//! Must not touch: the device's keys and state (only [`Device::connect`]), the mail store's
-//! tables (only [`MailStore`]'s methods). The terminal is put back as it was on every way out:
+//! The lock: a locked device (by its user, its administrator, or after the IT policy's
+//! `inactivity_lock_minutes` without a key) shows the password screen and nothing else until
+//! [`Device::unlock`] accepts the password typed; too many wrong ones wipe the device, as a
+//! wipe command does, and the UI ends saying so. What the policy service does
+//! ([`bramble_device::ManageEvent`]) is shown as a notice.
+//!
+//! Must not touch: the device's keys and state (only [`Device::connect`] and the device's
+//! own lock, unlock and policy accessors), the mail store's tables (only [`MailStore`]'s
+//! methods). The terminal is put back as it was on every way out:
 //! `q`, an error, or a panic.
 
 pub mod app;
@@ -70,6 +77,9 @@ pub async fn run(device: &mut Device) -> Result<()> {
         own.as_deref().unwrap_or("(no address)"),
         device.pin()
     ));
+    if device.is_locked() {
+        app.lock_screen(device.locked_by_admin());
+    }
     app.set_inbox(store.inbox().await?);
     for e in store.outbox().await?.iter().rev() {
         if !e.state.is_final() {
@@ -82,12 +92,23 @@ pub async fn run(device: &mut Device) -> Result<()> {
         attachments: home.join("attachments"),
         want_more: BTreeSet::new(),
         want_attachments: BTreeSet::new(),
+        policy: Policy::of(device),
+        last_key: Instant::now(),
+        unlock_wanted: None,
+        lock_wanted: false,
     };
     let mut screen = Screen::enter().context("cannot set up the terminal")?;
     let result = run_loop(device, &mut app, &mut sess, &mut screen).await;
     drop(screen);
     store.close().await;
-    result
+    match result {
+        Ok(Some(ended)) => {
+            println!("{ended}");
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Logs go to `HOME/tui.log` when `BRAMBLE_LOG` asks for them: the screen is the terminal's.
@@ -177,14 +198,19 @@ enum Stop {
     Lost(DeviceError),
     /// Something that trying again will not mend.
     Fatal(anyhow::Error),
+    /// The device's data is gone (wiped, or the organization's data removed): the UI ends
+    /// with this sentence.
+    Ended(String),
 }
 
 impl From<DeviceError> for Stop {
     fn from(e: DeviceError) -> Stop {
-        if e.is_transient() {
-            Stop::Lost(e)
-        } else {
-            Stop::Fatal(e.into())
+        match e {
+            e if e.is_transient() => Stop::Lost(e),
+            e @ (DeviceError::Wiped(_) | DeviceError::OrganizationRemoved) => {
+                Stop::Ended(e.to_string())
+            }
+            e => Stop::Fatal(e.into()),
         }
     }
 }
@@ -206,6 +232,75 @@ struct Session<'s> {
     want_more: BTreeSet<u64>,
     /// Attachments asked for and not yet saved.
     want_attachments: BTreeSet<(u64, u32)>,
+    /// What the IT policy in force asks of the screen.
+    policy: Policy,
+    /// When a key was last pressed (for the idle lock).
+    last_key: Instant,
+    /// A password typed on the lock screen, to check once the device can be reached (not
+    /// while a connection attempt holds it).
+    unlock_wanted: Option<String>,
+    /// The idle timer ran out: lock the device once it can be reached.
+    lock_wanted: bool,
+}
+
+/// What the IT policy in force asks of the screen.
+#[derive(Debug, Clone, Copy, Default)]
+struct Policy {
+    /// Lock after this long without a key.
+    idle_lock: Option<Duration>,
+    /// The largest attachment to download, bytes.
+    max_attachment: Option<u64>,
+}
+
+impl Policy {
+    fn of(device: &Device) -> Policy {
+        let s = device.policy_settings();
+        Policy {
+            idle_lock: (s.inactivity_lock_minutes > 0 && device.has_password())
+                .then(|| Duration::from_secs(u64::from(s.inactivity_lock_minutes) * 60)),
+            max_attachment: s.max_attachment_bytes(),
+        }
+    }
+}
+
+/// How often the loop looks at the idle timer and a scheduled wipe.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The idle timer: whether the screen should lock now.
+fn idle_expired(app: &App, sess: &Session<'_>) -> bool {
+    app.lock.is_none()
+        && sess
+            .policy
+            .idle_lock
+            .is_some_and(|d| sess.last_key.elapsed() >= d)
+}
+
+/// Carries out what the lock screen and the idle timer asked for, now that the device can be
+/// reached; whether the device changed (so what it queued for the server can be sent).
+fn device_wants(device: &mut Device, app: &mut App, sess: &mut Session<'_>) -> Result<bool, Stop> {
+    let mut changed = false;
+    if sess.lock_wanted {
+        sess.lock_wanted = false;
+        match device.lock() {
+            Ok(()) => app.lock_screen(false),
+            // No password to unlock with: the idle timer does not lock.
+            Err(DeviceError::NoPassword) => app.unlocked(),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(password) = sess.unlock_wanted.take() {
+        match device.unlock(&password) {
+            Ok(()) => {
+                app.unlocked();
+                sess.last_key = Instant::now();
+                changed = true;
+            }
+            Err(e @ DeviceError::WrongDevicePassword { .. }) => app.unlock_refused(&e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    sess.policy = Policy::of(device);
+    Ok(changed)
 }
 
 fn envelope(body: Body) -> Envelope {
@@ -215,16 +310,25 @@ fn envelope(body: Body) -> Envelope {
     }
 }
 
-/// Connects, runs while connected, waits and connects again, until the user quits.
+/// Connects, runs while connected, waits and connects again, until the user quits (or the
+/// device's data goes: the sentence to end with).
 async fn run_loop(
     device: &mut Device,
     app: &mut App,
     sess: &mut Session<'_>,
     screen: &mut Screen,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let mut events = EventStream::new();
     let mut backoff = FIRST_BACKOFF;
     loop {
+        if device.wipe_if_due(bramble_device::manage::now_ms())? {
+            return Ok(Some(
+                DeviceError::Wiped("by your administrator, at the time set".into()).to_string(),
+            ));
+        }
+        if let Err(stop) = device_wants(device, app, sess) {
+            return stopped(stop);
+        }
         app.link = Link::Connecting;
         screen.draw(app)?;
         let connected = {
@@ -235,8 +339,7 @@ async fn run_loop(
                     c = &mut connecting => break c,
                     ev = events.next() => match terminal_event(ev, app, sess, None).await {
                         Ok(()) | Err(Stop::Lost(_)) => screen.draw(app)?,
-                        Err(Stop::Quit) => return Ok(()),
-                        Err(Stop::Fatal(e)) => return Err(e),
+                        Err(stop) => return stopped(stop),
                     },
                 }
             }
@@ -248,9 +351,8 @@ async fn run_loop(
                 let end = online(&mut conn, app, sess, screen, &mut events).await;
                 conn.close().await;
                 match end {
-                    Stop::Quit => return Ok(()),
-                    Stop::Fatal(e) => return Err(e),
                     Stop::Lost(e) => e.to_string(),
+                    stop => return stopped(stop),
                 }
             }
             Err(e) if e.is_transient() => e.to_string(),
@@ -273,15 +375,30 @@ async fn run_loop(
                 break;
             }
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    if idle_expired(app, sess) {
+                        sess.lock_wanted = true;
+                    }
+                }
                 ev = events.next() => match terminal_event(ev, app, sess, None).await {
                     Ok(()) | Err(Stop::Lost(_)) => {}
-                    Err(Stop::Quit) => return Ok(()),
-                    Err(Stop::Fatal(e)) => return Err(e),
+                    Err(stop) => return stopped(stop),
                 },
+            }
+            if let Err(stop) = device_wants(device, app, sess) {
+                return stopped(stop);
             }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// How the loop ends for a stop that is not a lost connection.
+fn stopped(stop: Stop) -> Result<Option<String>> {
+    match stop {
+        Stop::Quit | Stop::Lost(_) => Ok(None),
+        Stop::Fatal(e) => Err(e),
+        Stop::Ended(why) => Ok(Some(why)),
     }
 }
 
@@ -307,22 +424,66 @@ async fn online_loop(
     screen: &mut Screen,
     events: &mut EventStream,
 ) -> Result<std::convert::Infallible, Stop> {
+    // A password typed while connecting is checked now.
+    device_wants(conn.device_mut(), app, sess)?;
     mail::send_pending(conn, sess.store).await?;
     sess.ask_again(conn).await?;
     refresh(app, sess.store).await?;
     screen.draw(app)?;
+    let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
             item = conn.recv() => {
                 let item = item?;
                 // Stored (durably) before the next recv acks it to the relay.
                 let event = mail::handle_and_answer(conn, sess.store, &item).await?;
-                mail_event(event, app, sess).await?;
+                match event {
+                    MailEvent::Managed(events) => {
+                        sess.policy = Policy::of(conn.device());
+                        managed_events(&events, app)?;
+                    }
+                    other => mail_event(other, app, sess).await?,
+                }
+            }
+            _ = tick.tick() => {
+                let due = bramble_device::manage::run_due(
+                    conn,
+                    sess.store,
+                    bramble_device::manage::now_ms(),
+                )
+                .await?;
+                if let Some(events) = due {
+                    managed_events(&events, app)?;
+                }
+                if idle_expired(app, sess) {
+                    sess.lock_wanted = true;
+                }
             }
             ev = events.next() => terminal_event(ev, app, sess, Some(&mut *conn)).await?,
         }
+        if device_wants(conn.device_mut(), app, sess)? {
+            mail::send_pending(conn, sess.store).await?;
+        }
         screen.draw(app)?;
     }
+}
+
+/// What the policy service did, shown; the lock screen when the administrator locked the
+/// device; the end when its data went.
+fn managed_events(events: &[bramble_device::ManageEvent], app: &mut App) -> Result<(), Stop> {
+    use bramble_device::ManageEvent;
+    for e in events {
+        tracing::info!("{e}");
+        match e {
+            ManageEvent::Wiped | ManageEvent::OrganizationRemoved => {
+                return Err(Stop::Ended(e.to_string()));
+            }
+            ManageEvent::Locked { .. } => app.lock_screen(true),
+            ManageEvent::AppDownloading { .. } | ManageEvent::CommandRepeated { .. } => {}
+            _ => app.notify(e.to_string()),
+        }
+    }
+    Ok(())
 }
 
 /// Reloads the list and the open message from the store.
@@ -353,11 +514,17 @@ async fn terminal_event(
         Some(Ok(Event::Key(key))) => key,
         Some(Ok(_)) => return Ok(()),
     };
+    sess.last_key = Instant::now();
     let Some(action) = app.on_key(key) else {
         return Ok(());
     };
     if action == Action::Quit {
         return Err(Stop::Quit);
+    }
+    if let Action::Unlock(password) = action {
+        // Checked by the loop, where the device can be reached.
+        sess.unlock_wanted = Some(password);
+        return Ok(());
     }
     match perform(action, app, sess, conn).await {
         Ok(()) => Ok(()),
@@ -380,7 +547,7 @@ async fn perform(
 ) -> Result<(), DeviceError> {
     let store = sess.store;
     match action {
-        Action::Quit => {}
+        Action::Quit | Action::Unlock(_) => {}
         Action::Open(ref_id) => {
             let m = store.message(ref_id).await?;
             if !m.seen {
@@ -414,6 +581,14 @@ async fn perform(
             }
         }
         Action::SaveAttachment(ref_id, index) => {
+            if let Some(max) = sess.policy.max_attachment {
+                let m = store.message(ref_id).await?;
+                if let Some(a) = m.attachments.iter().find(|a| a.index == index)
+                    && a.size > max
+                {
+                    return Err(DeviceError::AttachmentForbidden { size: a.size, max });
+                }
+            }
             if store.attachment_ready(ref_id, index).await? {
                 let text = sess.save(ref_id, index).await?;
                 app.notify(text);
@@ -528,7 +703,7 @@ async fn mail_event(
         MailEvent::Refused { reason } => {
             tracing::warn!(%reason, "mail from the server refused");
         }
-        MailEvent::Duplicate { .. } | MailEvent::NotMail => {}
+        MailEvent::Duplicate { .. } | MailEvent::NotMail | MailEvent::Managed(_) => {}
     }
     Ok(())
 }

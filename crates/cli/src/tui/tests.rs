@@ -516,3 +516,59 @@ fn tui_attachment_file_names_stay_in_their_directory() {
     assert_eq!(safe_file_name("..."), "attachment");
     assert_eq!(safe_file_name(&"x".repeat(500)).len(), 120);
 }
+
+#[tokio::test]
+async fn tui_a_locked_device_shows_only_the_password_screen() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    app.notify("New message from Boss: Quarterly report");
+    app.lock_screen(true);
+    let text = screen(&app);
+    assert!(text.contains("locked by your administrator"), "{text}");
+    for hidden in ["Quarterly report", "Lunch on Friday", "unread", "Boss"] {
+        assert!(
+            !text.contains(hidden),
+            "{hidden:?} shown while locked:\n{text}"
+        );
+    }
+    // Keys type the password (shown as dots) and do nothing else: not delete, not quit.
+    type_text(&mut app, "dq");
+    assert!(screen(&app).contains("Password: ••"), "{}", screen(&app));
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::Unlock("dq".into()))
+    );
+    assert!(screen(&app).contains("Checking"));
+    assert_eq!(app.on_key(ch('x')), None, "ignored while checking");
+    app.unlock_refused("That is not the device password. 9 more wrong passwords.");
+    let text = screen(&app);
+    assert!(text.contains("not the device password"), "{text}");
+    assert!(!text.contains("Quarterly report"), "{text}");
+    // Nothing typed: asked to type it.
+    assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+    assert!(screen(&app).contains("Type the device password."));
+    assert_eq!(app.on_key(ctrl('c')), Some(Action::Quit));
+    app.unlocked();
+    let text = screen(&app);
+    assert!(text.contains("Quarterly report"), "{text}");
+}
+
+#[tokio::test]
+async fn tui_locking_over_a_draft_keeps_it_behind_the_password_screen() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    assert_eq!(app.on_key(ch('c')), None);
+    type_text(&mut app, "zoe@example.com");
+    app.lock_screen(false);
+    let text = screen(&app);
+    assert!(text.contains("This device is locked."), "{text}");
+    assert!(!text.contains("zoe@example.com"), "{text}");
+    type_text(&mut app, "pw1234");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::Unlock("pw1234".into()))
+    );
+    app.unlocked();
+    let c = app.compose.as_ref().expect("the draft is still there");
+    assert_eq!(c.to.text(), "zoe@example.com");
+}

@@ -12,7 +12,7 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 
-use super::app::{App, Ask, Compose, Field, Link, Sending, TextArea};
+use super::app::{App, Ask, Compose, Field, Link, LockScreen, Sending, TextArea};
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
@@ -34,6 +34,24 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         title,
     );
 
+    if let Some(l) = &app.lock {
+        // Nothing of the phone's content while locked: not the inbox, not the notices.
+        draw_lock(frame, main, l);
+        frame.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::raw(" ○ ").fg(Color::Yellow),
+                Span::raw("Locked · "),
+                Span::raw(app.link.describe()),
+            ]))
+            .style(Style::new().add_modifier(Modifier::REVERSED)),
+            status,
+        );
+        frame.render_widget(
+            Paragraph::new(app.help()).style(Style::new().fg(Color::DarkGray)),
+            help,
+        );
+        return;
+    }
     if let Some(c) = &app.compose {
         draw_compose(frame, main, c);
     } else if let Some(m) = &app.open {
@@ -55,6 +73,40 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     if let Some(ask) = &app.ask {
         draw_ask(frame, main, ask);
     }
+}
+
+/// The password screen.
+fn draw_lock(frame: &mut Frame<'_>, area: Rect, l: &LockScreen) {
+    let box_area = popup(area, 60, 9);
+    frame.render_widget(Clear, box_area);
+    let block = Block::bordered().title(" Locked ");
+    let inner = block.inner(box_area);
+    frame.render_widget(block, box_area);
+    let dots: String = "•".repeat(l.input.text().chars().count());
+    let mut lines = vec![
+        Line::from(if l.by_admin {
+            "This device was locked by your administrator."
+        } else {
+            "This device is locked."
+        }),
+        Line::from("Type the device password to unlock it."),
+        Line::default(),
+        Line::from(vec![
+            Span::raw("Password: "),
+            Span::raw(dots.clone()).bold(),
+        ]),
+    ];
+    if l.checking {
+        lines.push(Line::from(Span::raw("Checking…").fg(Color::Yellow)));
+    } else if let Some(e) = &l.error {
+        lines.push(Line::from(Span::raw(e.clone()).fg(Color::Red)));
+    }
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), inner);
+    let x = inner
+        .x
+        .saturating_add(10)
+        .saturating_add(u16::try_from(dots.chars().count()).unwrap_or(u16::MAX));
+    frame.set_cursor_position(Position::new(x.min(inner.right()), inner.y + 3));
 }
 
 /// "Connected to relay · 3 unread · 12 messages".

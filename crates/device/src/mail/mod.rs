@@ -154,8 +154,21 @@ pub enum MailEvent {
         /// Why, in words.
         reason: String,
     },
-    /// Not a mail message (Ping, policy, …), or not an envelope: nothing done.
+    /// Not mail but the policy service's (an IT policy, an IT admin command, a software
+    /// configuration, …): handled by [`crate::manage`], which says what it did. A wipe or the
+    /// removal of the organization's data closes the mail store
+    /// ([`crate::ManageEvent::ends_session`]).
+    Managed(Vec<crate::ManageEvent>),
+    /// Not a mail message (Ping, …), or not an envelope: nothing done.
     NotMail,
+}
+
+impl MailEvent {
+    /// Whether the device's data is gone (a wipe, or the organization's data removed): the
+    /// mail store is closed and must not be used any more.
+    pub fn ends_session(&self) -> bool {
+        matches!(self, MailEvent::Managed(events) if events.iter().any(crate::ManageEvent::ends_session))
+    }
 }
 
 /// Where a message the user wrote stands.

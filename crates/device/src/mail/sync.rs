@@ -1,8 +1,11 @@
 //! Driving a connection for mail: send what is waiting, receive and store what arrives,
 //! answer it, and wait for particular answers (more text, an attachment, a submit's fate).
 //!
-//! Every envelope received is handed to [`MailStore::handle_incoming`] before the next
-//! [`Connection::recv`] (which acks it to the relay), and its replies are sent right after.
+//! Every envelope received is handed to the policy service ([`crate::manage::handle`]) when
+//! it is one of its own (IT policy, IT admin command, service books, software), else to
+//! [`MailStore::handle_incoming`], before the next [`Connection::recv`] (which acks it to the
+//! relay), and its replies are sent right after. A wipe that has come due is carried out
+//! before anything else ([`crate::manage::run_due`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -44,6 +47,12 @@ pub struct SyncReport {
     pub refused: usize,
     /// Everything that happened, in order.
     pub events: Vec<MailEvent>,
+    /// What the policy service did (IT policy, IT admin commands, software), in order; also
+    /// in `events` as [`MailEvent::Managed`].
+    pub managed: Vec<crate::ManageEvent>,
+    /// Whether the device was wiped or its organization's data removed: the mail store is
+    /// closed, and the sync stopped there.
+    pub ended: bool,
 }
 
 impl SyncReport {
@@ -63,6 +72,10 @@ impl SyncReport {
             MailEvent::MoreFailed { .. }
             | MailEvent::AttachmentFailed { .. }
             | MailEvent::Refused { .. } => self.refused += 1,
+            MailEvent::Managed(events) => {
+                self.managed.extend(events.iter().cloned());
+                self.ended |= event.ends_session();
+            }
             MailEvent::NotMail => {}
         }
         if *event != MailEvent::NotMail {
@@ -78,9 +91,10 @@ fn envelope(body: Body) -> Envelope {
     }
 }
 
-/// Sends what waits on the device: outbox messages the server has not accepted (again: the
-/// server recognises their `client_id`) and local changes (each dropped from the queue once
-/// sent).
+/// Sends what waits on the device: the policy service's answers and reports
+/// ([`crate::manage::send_pending`]), outbox messages the server has not accepted (again:
+/// the server recognises their `client_id`) and local changes (each dropped from the queue
+/// once sent).
 ///
 /// # Errors
 /// A connection failure (what was not sent stays queued), or when the store cannot be used.
@@ -89,6 +103,7 @@ pub async fn send_pending(
     store: &MailStore,
 ) -> Result<SyncReport, DeviceError> {
     let mut report = SyncReport::default();
+    crate::manage::send_pending(conn).await?;
     for submit in store.unsent().await? {
         conn.send(&envelope(Body::MailSubmit(submit))).await?;
         report.submits_sent += 1;
@@ -103,7 +118,11 @@ pub async fn send_pending(
 }
 
 /// Sends what waits ([`send_pending`]), then receives, stores and answers what arrives until
-/// nothing has arrived for `idle`.
+/// nothing has arrived for `idle`. The policy service's envelopes (IT policy, IT admin
+/// commands, service books, software configurations and packages) are handled and answered
+/// by [`crate::manage`] on the way (see [`SyncReport::managed`]); a wipe that is due is
+/// carried out. After a wipe or the removal of the organization's data it stops at once
+/// ([`SyncReport::ended`]: the mail store is closed).
 ///
 /// # Errors
 /// A connection failure (what was stored stays stored), or when the store cannot be used.
@@ -112,16 +131,28 @@ pub async fn sync(
     store: &MailStore,
     idle: Duration,
 ) -> Result<SyncReport, DeviceError> {
-    let mut report = send_pending(conn, store).await?;
+    let mut report = SyncReport::default();
+    if let Some(events) = crate::manage::run_due(conn, store, crate::manage::now_ms()).await? {
+        report.note(&MailEvent::Managed(events));
+        return Ok(report);
+    }
+    let sent = send_pending(conn, store).await?;
+    report.submits_sent = sent.submits_sent;
+    report.changes_sent = sent.changes_sent;
     while let Ok(item) = tokio::time::timeout(idle, conn.recv()).await {
         process(conn, store, &item?, &mut report).await?;
+        if report.ended {
+            break;
+        }
     }
     tracing::debug!(?report, "mail synchronised");
     Ok(report)
 }
 
-/// Handles one item [`Connection::recv`] returned ([`MailStore::handle_incoming`]) and sends
-/// the replies; for callers that receive by themselves (call it before the next `recv`).
+/// Handles one item [`Connection::recv`] returned ([`MailStore::handle_incoming`], or the
+/// policy service's [`crate::manage::handle`]: [`MailEvent::Managed`]) and sends the replies;
+/// for callers that receive by themselves (call it before the next `recv`). When the event
+/// [ends the session](MailEvent::ends_session) (a wipe), the store is closed: stop.
 ///
 /// # Errors
 /// A connection failure, or when the store cannot be written.
@@ -133,22 +164,41 @@ pub async fn handle_and_answer(
     process(conn, store, item, &mut SyncReport::default()).await
 }
 
-/// Stores one incoming item and sends its replies.
+/// Stores one incoming item (or has the policy service handle it) and sends its replies.
 async fn process(
     conn: &mut Connection<'_>,
     store: &MailStore,
     item: &crate::Incoming,
     report: &mut SyncReport,
 ) -> Result<MailEvent, DeviceError> {
-    let handled = store.handle_incoming(item).await?;
     if matches!(item, crate::Incoming::Envelope { .. }) {
         report.received += 1;
     }
+    let managed = match crate::manage::run_due(conn, store, crate::manage::now_ms()).await? {
+        Some(events) => Some(events),
+        None => crate::manage::handle(conn, store, item).await?,
+    };
+    if let Some(events) = managed {
+        let event = MailEvent::Managed(events);
+        report.note(&event);
+        return Ok(event);
+    }
+    let handled = store.handle_incoming(item).await?;
     for reply in &handled.replies {
         conn.send(reply).await?;
     }
     report.note(&handled.event);
     Ok(handled.event)
+}
+
+/// The error a waiting helper ends with when the device's data went while it waited.
+fn ended(event: &MailEvent) -> DeviceError {
+    let wiped = matches!(event, MailEvent::Managed(e) if e.contains(&crate::ManageEvent::Wiped));
+    if wiped {
+        DeviceError::Wiped("by your administrator".into())
+    } else {
+        DeviceError::OrganizationRemoved
+    }
 }
 
 /// What a waiting helper makes of an event.
@@ -176,6 +226,9 @@ async fn wait_for<T>(
             .await
             .map_err(|_| DeviceError::NoAnswer(timeout))??;
         let event = process(conn, store, &item, report).await?;
+        if event.ends_session() {
+            return Err(ended(&event));
+        }
         match pick(&event)? {
             Step::Other => {}
             Step::Progress => deadline = Instant::now() + timeout,
@@ -257,6 +310,14 @@ pub async fn fetch_attachment(
             max: MAX_ATTACHMENT,
         });
     }
+    if let Some(max) = conn.device().max_attachment_bytes()
+        && info.size > max
+    {
+        return Err(DeviceError::AttachmentForbidden {
+            size: info.size,
+            max,
+        });
+    }
     if !store.attachment_ready(ref_id, index).await? {
         conn.send(&envelope(Body::AttachmentRequest(AttachmentRequest {
             ref_id,
@@ -312,6 +373,9 @@ pub async fn wait_for_submit(
             break;
         };
         let event = process(conn, store, &item?, &mut report).await?;
+        if event.ends_session() {
+            return Err(ended(&event));
+        }
         if matches!(event, MailEvent::Submitted { client_id: c, .. } if c == client_id) {
             let now = store.outbox_entry(client_id).await?.ok_or_else(missing)?;
             if now.state != entry.state {

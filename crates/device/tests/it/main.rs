@@ -2,6 +2,7 @@
 
 mod home;
 mod mail;
+mod manage;
 mod relay;
 
 use bramble_proto::SrpId;
