@@ -10,6 +10,7 @@ mod hostile_mail;
 mod mail;
 mod mail_send;
 mod mailbox;
+mod policy;
 mod reconcile;
 mod support;
 mod transport;
