@@ -13,11 +13,11 @@ const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
 
 /// How long `bramble serve` may take to stop after SIGTERM.
-const STOP: Duration = Duration::from_secs(10);
+pub(crate) const STOP: Duration = Duration::from_secs(10);
 
 /// The configuration database `BRAMBLE_TEST_DB` asks for: `None` for the embedded default
 /// (SQLite in the data directory), or a fresh PostgreSQL database.
-fn test_db() -> Option<TestDb> {
+pub(crate) fn test_db() -> Option<TestDb> {
     match DbKind::from_env() {
         DbKind::Sqlite => None,
         DbKind::Postgres => {
@@ -35,14 +35,14 @@ fn test_db() -> Option<TestDb> {
 
 /// The loopback ports one run of the server listens on.
 #[derive(Debug, Clone, Copy)]
-struct Ports {
-    relay_servers: u16,
-    relay_devices: u16,
-    admin: u16,
+pub(crate) struct Ports {
+    pub relay_servers: u16,
+    pub relay_devices: u16,
+    pub admin: u16,
 }
 
 /// Writes a configuration file that keeps every listener on 127.0.0.1 on free ports.
-fn write_config(path: &Path, data: &Path, db: Option<&TestDb>) -> Ports {
+pub(crate) fn write_config(path: &Path, data: &Path, db: Option<&TestDb>) -> Ports {
     let ports = Ports {
         relay_servers: free_port(),
         relay_devices: free_port(),
@@ -72,7 +72,7 @@ fn write_config(path: &Path, data: &Path, db: Option<&TestDb>) -> Ports {
 }
 
 /// `bramble admin --data DATA ARGS…`.
-fn admin(root: &Path, data: &Path, args: &[&str]) -> Run {
+pub(crate) fn admin(root: &Path, data: &Path, args: &[&str]) -> Run {
     let mut all = vec!["admin", "--data", s(data)];
     all.extend_from_slice(args);
     bramble(root, all)
@@ -80,7 +80,12 @@ fn admin(root: &Path, data: &Path, args: &[&str]) -> Run {
 
 /// Starts `bramble serve` and waits until its administration API answers; returns the server
 /// and the first `status --json`.
-fn start_server(root: &Path, data: &Path, config: &Path, ports: Ports) -> (Background, Value) {
+pub(crate) fn start_server(
+    root: &Path,
+    data: &Path,
+    config: &Path,
+    ports: Ports,
+) -> (Background, Value) {
     let mut server = Background::start(
         "serve",
         root,
@@ -121,7 +126,7 @@ fn start_server(root: &Path, data: &Path, config: &Path, ports: Ports) -> (Backg
 }
 
 /// Polls `admin status --json` until the server is logged in at its relay.
-fn wait_relay_up(root: &Path, data: &Path) -> Value {
+pub(crate) fn wait_relay_up(root: &Path, data: &Path) -> Value {
     eventually("the relay link to be up", || {
         let st = admin(root, data, &["status", "--json"]).success().json();
         (st["relay"]["state"] == "up").then_some(st)
