@@ -31,6 +31,7 @@ mod model;
 mod policies;
 mod server;
 mod software;
+mod sync;
 mod target;
 mod users;
 
@@ -57,6 +58,10 @@ pub use model::{
 pub use policies::{DevicePolicyState, PolicyCandidates, PolicySummary, PolicyVersion};
 pub use software::{
     ConfigApp, DISPOSITIONS, Package, SoftwareCandidates, SoftwareConfigRow, SoftwareJob,
+};
+pub use sync::{
+    BackupRow, SYNC_CONFLICTS, SYNC_DATABASES, SYNC_DIRECTIONS, SyncCandidates, SyncProblem,
+    SyncRecordRow, SyncSetting,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -10,6 +10,7 @@ mod mail_sync;
 mod open;
 mod policy;
 mod server;
+mod sync;
 mod users;
 
 use bramble_store::{NewDevice, Store};
