@@ -22,10 +22,12 @@ APT_PKGS=(
   # prosody lua-unbound                    # XMPP
   # chromium                               # browser tests of the web console
 )
-# Python packages for later test servers (installed into a venv; see PIP_VENV below).
+# Python packages for the test servers, installed into a venv (PIP_VENV below), each with the
+# module that shows it is there (keep in sync with crates/testkit/src/dav.rs).
 PIP_PKGS=(
-  # radicale                               # CalDAV/CardDAV
+  radicale                                 # CalDAV/CardDAV (bramble_testkit::DavServer)
 )
+PIP_MODULES=(radicale)
 PIP_VENV=${BRAMBLE_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/bramble-test-venv}
 
 log() { printf '[test-deps] %s\n' "$*" >&2; }
@@ -58,9 +60,14 @@ if ! id vmail >/dev/null 2>&1; then
   as_root useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vmail
 fi
 
-if [ ${#PIP_PKGS[@]} -gt 0 ] && [ $CHECK_ONLY = 0 ]; then
+# Skipped (no pip, no network) when every module imports already.
+pip_ok() { [ -x "$PIP_VENV/bin/python" ] && "$PIP_VENV/bin/python" -c "import $(IFS=,; echo "${PIP_MODULES[*]}")" 2>/dev/null; }
+if [ ${#PIP_PKGS[@]} -gt 0 ] && ! pip_ok; then
+  if [ $CHECK_ONLY = 1 ]; then log "missing Python packages in $PIP_VENV: ${PIP_PKGS[*]}"; exit 1; fi
+  log "installing ${PIP_PKGS[*]} into $PIP_VENV"
   [ -x "$PIP_VENV/bin/python" ] || python3 -m venv "$PIP_VENV"
   "$PIP_VENV/bin/pip" install -q "${PIP_PKGS[@]}"
+  pip_ok || { log "ERROR: ${PIP_MODULES[*]} still not importable with $PIP_VENV/bin/python"; exit 1; }
 fi
 
 # PostgreSQL for BRAMBLE_TEST_DB=postgres (bramble_testkit::postgres: 127.0.0.1:5432, trust auth)

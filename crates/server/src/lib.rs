@@ -5,6 +5,7 @@
 //!   reconnection (back-off and jitter); carries frames both ways.
 //! - [`dispatcher`]: seals and opens every payload with the device's key, and hands what it
 //!   opened to the component it is for.
+//! - [`sync`]: the synchronization service (so far its CalDAV/CardDAV client, `sync::dav`).
 //! - [`admin`]: the administration service's REST API (bearer-token auth); `bramble admin`
 //!   is its client.
 //!
@@ -18,6 +19,7 @@ pub mod dispatcher;
 pub mod messaging;
 pub mod policy;
 pub mod router;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 mod access;
 mod activation;
 mod admin;
+mod dav;
 mod e2e;
 mod filters;
 mod hostile_mail;

@@ -1,5 +1,6 @@
 //! Integration tests of bramble-testkit: the servers it starts really work.
 
+mod dav;
 mod imap;
 mod mail;
 mod port;

@@ -1,0 +1,3 @@
+//! The synchronization service: organizer data against CalDAV/CardDAV.
+
+pub mod dav;
