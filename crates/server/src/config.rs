@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub activation: crate::messaging::activation::ActivationConfig,
     /// The policy service: IT policy resends, IT admin commands, software deployment.
     pub policy: crate::policy::PolicyConfig,
+    /// The synchronization service: organizer data against CalDAV/CardDAV, wireless backup.
+    pub sync: crate::sync::SyncConfig,
     /// First reconnection delay after the relay link drops.
     #[serde(with = "duration_text")]
     pub uplink_backoff_min: Duration,
@@ -50,6 +52,7 @@ impl Default for ServerConfig {
             mail: MailConfig::default(),
             activation: Default::default(),
             policy: Default::default(),
+            sync: Default::default(),
             uplink_backoff_min: Duration::from_millis(250),
             uplink_backoff_max: Duration::from_secs(30),
         }

@@ -61,6 +61,9 @@ pub struct Routes {
     pub changes: Arc<Notify>,
     /// The policy service: command results, package requests, software reports.
     pub policy: crate::policy::PolicyHandle,
+    /// The synchronization service: configuration requests, slow sync, organizer batches,
+    /// wireless backups.
+    pub sync: crate::sync::SyncHandle,
 }
 
 /// Why a payload could not be sent to a device.
@@ -138,6 +141,7 @@ impl Dispatcher {
                 outbox: routes.outbox.clone(),
                 changes: routes.changes.clone(),
                 policy: routes.policy.clone(),
+                sync: routes.sync.clone(),
             };
             tasks.push(tokio::spawn(shard.run(rx)));
             shards.push(tx);
@@ -220,6 +224,7 @@ struct Shard {
     outbox: Arc<Notify>,
     changes: Arc<Notify>,
     policy: crate::policy::PolicyHandle,
+    sync: crate::sync::SyncHandle,
 }
 
 impl Shard {
@@ -454,6 +459,30 @@ impl Shard {
                     _ => "software report",
                 };
                 self.policy.device(
+                    pin,
+                    Envelope {
+                        version: env.version,
+                        body: Some(body),
+                    },
+                );
+                (kind, None)
+            }
+            Some(
+                body @ (Body::SyncConfigRequest(_)
+                | Body::SlowSyncStart(_)
+                | Body::OrganizerBatch(_)
+                | Body::OrganizerBatchResult(_)
+                | Body::DeviceBackup(_)),
+            ) => {
+                // Not stored here: the device sends again what is not answered.
+                let kind = match &body {
+                    Body::SyncConfigRequest(_) => "sync config request",
+                    Body::SlowSyncStart(_) => "slow sync start",
+                    Body::OrganizerBatch(_) => "organizer batch",
+                    Body::OrganizerBatchResult(_) => "organizer batch result",
+                    _ => "device backup",
+                };
+                self.sync.device(
                     pin,
                     Envelope {
                         version: env.version,

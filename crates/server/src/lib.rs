@@ -341,6 +341,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
     let (act_tx, act_rx) = tokio::sync::mpsc::channel(1024);
     let (mail_req_tx, mail_req_rx) = tokio::sync::mpsc::channel(1024);
     let (policy_handle, policy_rx) = policy::PolicyHandle::channel();
+    let (sync_handle, sync_rx) = sync::SyncHandle::channel();
     let outbox = Arc::new(tokio::sync::Notify::new());
     let changes = Arc::new(tokio::sync::Notify::new());
     let (dispatcher, shards) = Dispatcher::spawn(
@@ -355,6 +356,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
             outbox: outbox.clone(),
             changes: changes.clone(),
             policy: policy_handle.clone(),
+            sync: sync_handle.clone(),
         },
     );
     let pump = dispatcher.clone().pump(inbound);
@@ -378,7 +380,8 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         events.clone(),
         cfg.activation.clone(),
     )
-    .with_policy(policy_handle.clone());
+    .with_policy(policy_handle.clone())
+    .with_sync(cfg.sync.clone());
     let activation = tokio::spawn(activation.run(act_rx));
     let (mail_tx, mut mail_rx) = tokio::sync::mpsc::channel(256);
     let mut tasks_extra = Vec::new();
@@ -394,6 +397,17 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
     tasks_extra.push(tokio::spawn(policy_service.run(policy_rx)));
     let credentials = Arc::new(messaging::credentials::Credentials::load(&store).await?);
     let mailboxes = mailbox_config(cfg, Some(credentials.lookup()))?;
+    cfg.sync.check().map_err(ServerError::Config)?;
+    // The synchronization service: organizer data against CalDAV/CardDAV, wireless backup.
+    let sync_service = sync::SyncService::new(
+        store.clone(),
+        dispatcher.clone(),
+        cfg.sync.clone(),
+        Some(credentials.lookup()),
+        events.clone(),
+    )
+    .await?;
+    tasks_extra.push(tokio::spawn(sync_service.run(sync_rx)));
     let agent = Arc::new(messaging::mail::agent::MailAgent::new(
         store.clone(),
         dispatcher.clone(),
@@ -451,7 +465,8 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         )
         .with_watchers(watchers.clone())
         .with_credentials(credentials)
-        .with_policy(policy_handle),
+        .with_policy(policy_handle)
+        .with_sync(sync_handle, cfg.sync.clone()),
     );
     let listener =
         bramble_net::bind(cfg.admin.listen).map_err(|source| ServerError::AdminListen {

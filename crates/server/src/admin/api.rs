@@ -55,6 +55,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
             get(list_user_filters).post(add_user_filter),
         )
         .merge(super::policy_api::routes())
+        .merge(super::sync_api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state);
     Router::new()

@@ -9,6 +9,7 @@
 mod api;
 mod error;
 mod policy_api;
+mod sync_api;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -40,6 +41,10 @@ pub struct AdminState {
     pub credentials: Option<std::sync::Arc<crate::messaging::credentials::Credentials>>,
     /// The policy service, told about changes to policies, groups, software and commands.
     pub policy: Option<crate::policy::PolicyHandle>,
+    /// The synchronization service, told about changed settings.
+    pub sync: Option<crate::sync::SyncHandle>,
+    /// `[server.sync]`, for resolving a user's settings.
+    pub sync_config: crate::sync::SyncConfig,
 }
 
 impl AdminState {
@@ -53,7 +58,20 @@ impl AdminState {
             watchers: None,
             credentials: None,
             policy: None,
+            sync: None,
+            sync_config: crate::sync::SyncConfig::default(),
         }
+    }
+
+    /// With the synchronization service and its settings.
+    pub fn with_sync(
+        mut self,
+        h: crate::sync::SyncHandle,
+        cfg: crate::sync::SyncConfig,
+    ) -> AdminState {
+        self.sync = Some(h);
+        self.sync_config = cfg;
+        self
     }
 
     /// With the policy service to tell about changes.

@@ -13,7 +13,10 @@
 //! 4. The device's sealed `KeyConfirmation` proves it holds the key. Status **Waiting for
 //!    Services**; the policy service's signed IT policy goes out.
 //! 5. `PolicyApplied` (hash checked): the service books go out. Status **Services Received**.
-//! 6. `ServiceBooksReceived`: status **Completed**; `ActivationComplete` goes out.
+//! 6. `ServiceBooksReceived`: status **Completed**; `ActivationComplete` goes out. When
+//!    organizer data is synchronized for the user, the status stays **Services Received**
+//!    and the synchronization service completes the activation after the slow sync
+//!    ([`crate::sync`]).
 //!
 //! Any failure: an `ActivationError` to the device, status **Failed** with the reason.
 //!
@@ -100,6 +103,9 @@ pub struct ActivationService {
     cfg: ActivationConfig,
     pending: HashMap<Pin, Pending>,
     policy: Option<crate::policy::PolicyHandle>,
+    /// The synchronization settings: with organizer sync configured for a user, the
+    /// synchronization service completes the activation after the slow sync.
+    sync: crate::sync::SyncConfig,
 }
 
 impl std::fmt::Debug for ActivationService {
@@ -134,7 +140,15 @@ impl ActivationService {
             cfg,
             pending: HashMap::new(),
             policy: None,
+            sync: crate::sync::SyncConfig::default(),
         }
+    }
+
+    /// With organizer synchronization: activations of users with a database to synchronize
+    /// end with the slow sync, which the synchronization service runs and completes.
+    pub fn with_sync(mut self, sync: crate::sync::SyncConfig) -> ActivationService {
+        self.sync = sync;
+        self
     }
 
     /// With the policy service, which takes over each device once it is activated.
@@ -591,19 +605,44 @@ impl ActivationService {
                     tracing::warn!(%pin, "the device did not confirm service books {missing:?}");
                 }
                 self.pending.remove(&pin);
-                self.status(
+                let slow_sync = match crate::sync::settings::resolve(
+                    &self.store,
+                    &self.sync,
                     &email,
-                    UserStatus::Completed,
-                    format!("activation complete on PIN {pin}"),
                 )
-                .await;
-                self.send_sealed(
-                    pin,
-                    Body::ActivationComplete(schema::ActivationComplete {
-                        email: email.clone(),
-                    }),
-                )
-                .await;
+                .await
+                {
+                    Ok(s) => s.enabled(),
+                    Err(e) => {
+                        tracing::warn!(user = %email, "cannot resolve the synchronization settings: {e}");
+                        false
+                    }
+                };
+                if slow_sync {
+                    // Steps 13-15: the device asks for its synchronization configuration and
+                    // the slow sync follows; the synchronization service completes the
+                    // activation when it is done.
+                    self.status(
+                        &email,
+                        UserStatus::ServicesReceived,
+                        format!("service books received on PIN {pin}; slow synchronization of organizer data"),
+                    )
+                    .await;
+                } else {
+                    self.status(
+                        &email,
+                        UserStatus::Completed,
+                        format!("activation complete on PIN {pin}"),
+                    )
+                    .await;
+                    self.send_sealed(
+                        pin,
+                        Body::ActivationComplete(schema::ActivationComplete {
+                            email: email.clone(),
+                        }),
+                    )
+                    .await;
+                }
                 if let Some(policy) = &self.policy {
                     policy.activated(pin, &email);
                 }

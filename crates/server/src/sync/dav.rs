@@ -85,62 +85,22 @@ impl std::fmt::Debug for DavAccount {
     }
 }
 
-/// A BlackBerry organizer database, kept in one collection on the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Database {
-    /// Events (VEVENT), in a calendar.
-    Calendar,
-    /// Contacts (vCards), in an address book.
-    Contacts,
-    /// Tasks (VTODO), in a calendar.
-    Tasks,
-    /// Memos (VJOURNAL), in a calendar.
-    Memos,
+pub use bramble_organizer::Database;
+
+/// The calendar component a database's collection holds (`None`: an address book).
+fn component(db: Database) -> Option<CalendarComponent> {
+    match db {
+        Database::Calendar => Some(CalendarComponent::VEvent),
+        Database::Contacts => None,
+        Database::Tasks => Some(CalendarComponent::VTodo),
+        Database::Memos => Some(CalendarComponent::VJournal),
+    }
 }
 
-impl Database {
-    /// Every database, calendar first.
-    pub const ALL: [Database; 4] = [
-        Database::Calendar,
-        Database::Contacts,
-        Database::Tasks,
-        Database::Memos,
-    ];
-
-    /// `"calendar"`, `"contacts"`, `"tasks"`, `"memos"`: also the name of the collection
-    /// [`DavClient::collection`] creates.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Database::Calendar => "calendar",
-            Database::Contacts => "contacts",
-            Database::Tasks => "tasks",
-            Database::Memos => "memos",
-        }
-    }
-
-    fn component(self) -> Option<CalendarComponent> {
-        match self {
-            Database::Calendar => Some(CalendarComponent::VEvent),
-            Database::Contacts => None,
-            Database::Tasks => Some(CalendarComponent::VTodo),
-            Database::Memos => Some(CalendarComponent::VJournal),
-        }
-    }
-
-    fn display_name(self) -> &'static str {
-        match self {
-            Database::Calendar => "Calendar",
-            Database::Contacts => "Contacts",
-            Database::Tasks => "Tasks",
-            Database::Memos => "Memos",
-        }
-    }
-
-    fn content_type(self) -> &'static str {
-        match self {
-            Database::Contacts => "text/vcard; charset=utf-8",
-            _ => "text/calendar; charset=utf-8",
-        }
+fn content_type(db: Database) -> &'static str {
+    match db {
+        Database::Contacts => "text/vcard; charset=utf-8",
+        _ => "text/calendar; charset=utf-8",
     }
 }
 
@@ -547,7 +507,7 @@ impl DavClient {
     /// listings may hold other components than the database's.
     pub async fn collection(&self, db: Database) -> Result<String, DavError> {
         let home = self.home(db)?;
-        let found = match db.component() {
+        let found = match component(db) {
             None => {
                 let what = format!("listing the address books in {home}");
                 let mut hrefs: Vec<String> = self
@@ -594,15 +554,15 @@ impl DavClient {
         }
         let href = format!("{home}{}/", db.as_str());
         let what = format!("creating {href}");
-        match db.component() {
+        match component(db) {
             None => {
-                let request = CreateAddressBook::new(&href).with_display_name(db.display_name());
+                let request = CreateAddressBook::new(&href).with_display_name(db.title());
                 self.run(&what, request).await?;
             }
             Some(component) => {
                 let components = [component];
                 let request = CreateCalendar::new(&href)
-                    .with_display_name(db.display_name())
+                    .with_display_name(db.title())
                     .with_components(&components);
                 self.run(&what, request).await?;
             }
@@ -703,7 +663,7 @@ impl DavClient {
         let href = libdav::encoding::normalise_percent_encoded(&format!("{collection}{encoded}"))
             .map_err(|e| DavError::Protocol(format!("the href of {name:?}: {e}")))?
             .into_owned();
-        let request = PutResource::new(&href).create(data, db.content_type());
+        let request = PutResource::new(&href).create(data, content_type(db));
         let result = self.run(&format!("storing {href}"), request).await;
         self.stored(href, result).await
     }
@@ -717,7 +677,7 @@ impl DavClient {
         data: &str,
         etag: &str,
     ) -> Result<PutOutcome, DavError> {
-        let request = PutResource::new(href).update(data, db.content_type(), etag);
+        let request = PutResource::new(href).update(data, content_type(db), etag);
         let result = self.run(&format!("replacing {href}"), request).await;
         self.stored(href.to_owned(), result).await
     }

@@ -216,6 +216,11 @@ impl PasswordLookup {
     pub fn new(f: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> PasswordLookup {
         PasswordLookup(Arc::new(f))
     }
+
+    /// The password kept for `email`, if any.
+    pub fn get(&self, email: &str) -> Option<String> {
+        (self.0)(email)
+    }
 }
 
 impl fmt::Debug for PasswordLookup {
