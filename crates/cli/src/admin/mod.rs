@@ -15,6 +15,7 @@ mod command;
 mod group;
 mod policy;
 mod software;
+mod sync;
 
 /// Flags of `bramble admin`.
 #[derive(Debug, clap::Args)]
@@ -77,6 +78,12 @@ enum Cmd {
     Software {
         #[command(subcommand)]
         command: software::SoftwareCmd,
+    },
+    /// Organizer data (calendar, contacts, tasks, memos) against the CalDAV/CardDAV server:
+    /// how each database is synchronized for a user or a group, problems, wireless backup.
+    Sync {
+        #[command(subcommand)]
+        command: sync::SyncCmd,
     },
 }
 
@@ -974,6 +981,7 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Group { command } => group::run(&client, args.json, command).await?,
         Cmd::Command { command } => command::run(&client, args.json, command).await?,
         Cmd::Software { command } => software::run(&client, args.json, command).await?,
+        Cmd::Sync { command } => sync::run(&client, args.json, command).await?,
         Cmd::User { command } => match command {
             UserCmd::Add { email, name } => {
                 let u = client.add_user(&email, name.as_deref()).await?;
