@@ -14,4 +14,5 @@ mod mailbox;
 mod policy;
 mod reconcile;
 mod support;
+mod sync;
 mod transport;
