@@ -9,10 +9,13 @@ use anyhow::Result;
 use bramble_device::mail::{self, Change, Draft, MailKind, OutboxState};
 use bramble_device::{Device, DeviceError, Incoming, MailEvent};
 use bramble_net::Fingerprint;
+use bramble_organizer::Database;
 use bramble_proto::schema::envelope::Body;
 
 use crate::output;
 use crate::tui::view::short;
+
+mod organizer;
 
 /// How long `read --more` waits for the server's answer.
 const MORE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,6 +72,10 @@ enum Cmd {
         /// How long to wait for the server at each stage (default 5m).
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
+        /// The calendar, contacts, tasks and memos already on the device: merge them with
+        /// the server's, or replace them by the server's.
+        #[arg(long, value_enum, default_value_t = OrganizerChoice::Merge)]
+        organizer: OrganizerChoice,
     },
     /// Check the path to the enterprise server: send Ping, wait for Pong.
     Ping {
@@ -217,6 +224,47 @@ enum Cmd {
     },
     /// Cancel the wipe your administrator scheduled, when they allowed it (as `wipe cancel`).
     WipeCancel,
+    /// The contacts on the device (with no subcommand: list them).
+    Contacts {
+        #[command(subcommand)]
+        action: Option<organizer::OrgCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The calendar's events (with no subcommand: list them).
+    Calendar {
+        #[command(subcommand)]
+        action: Option<organizer::OrgCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tasks (with no subcommand: list them).
+    Tasks {
+        #[command(subcommand)]
+        action: Option<organizer::OrgCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The memos (with no subcommand: list them).
+    Memos {
+        #[command(subcommand)]
+        action: Option<organizer::OrgCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your options (backed up to your organization's server when it says so; with no
+    /// subcommand: list them).
+    Options {
+        #[command(subcommand)]
+        action: Option<organizer::OptionsCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
     /// The applications on the device (with no subcommand: list them).
     Apps {
         #[command(subcommand)]
@@ -268,6 +316,13 @@ enum AppsCmd {
         /// Its name.
         name: String,
     },
+}
+
+/// `activate --organizer`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OrganizerChoice {
+    Merge,
+    Overwrite,
 }
 
 /// What `mark` sets.
@@ -334,6 +389,11 @@ pub async fn run(args: Args) -> Result<()> {
             | Cmd::Attachment { .. }
             | Cmd::Tui
             | Cmd::Sync { .. }
+            | Cmd::Contacts { .. }
+            | Cmd::Calendar { .. }
+            | Cmd::Tasks { .. }
+            | Cmd::Memos { .. }
+            | Cmd::Options { .. }
     );
     let explicit = args.relay.is_some() || args.fingerprint.is_some();
     if (connects || explicit)
@@ -437,6 +497,11 @@ pub async fn run(args: Args) -> Result<()> {
                                     println!("{e}");
                                 }
                             }
+                            MailEvent::Organizer(events) => {
+                                for e in events {
+                                    println!("{e}");
+                                }
+                            }
                             other => println!("{}", describe(other)),
                         }
                         if event.ends_session() {
@@ -452,11 +517,16 @@ pub async fn run(args: Args) -> Result<()> {
             email,
             password,
             timeout,
+            organizer,
         } => {
             let mut opts = bramble_device::activation::ActivateOptions::default();
             if let Some(t) = timeout {
                 opts.timeout = t;
             }
+            opts.organizer = match organizer {
+                OrganizerChoice::Merge => bramble_device::activation::OrganizerData::Merge,
+                OrganizerChoice::Overwrite => bramble_device::activation::OrganizerData::Overwrite,
+            };
             device
                 .activate(&email, &password, &opts, |stage| println!("{stage}"))
                 .await?;
@@ -498,6 +568,9 @@ pub async fn run(args: Args) -> Result<()> {
             conn.close().await;
             let report = synced?;
             for e in &report.managed {
+                println!("{e}");
+            }
+            for e in &report.organizer {
                 println!("{e}");
             }
             print_sync(&report);
@@ -592,6 +665,19 @@ pub async fn run(args: Args) -> Result<()> {
                 report_compliance(&mut device).await?;
             }
         },
+        Cmd::Contacts { action, json } => {
+            organizer::run(&mut device, Database::Contacts, action, json).await?;
+        }
+        Cmd::Calendar { action, json } => {
+            organizer::run(&mut device, Database::Calendar, action, json).await?;
+        }
+        Cmd::Tasks { action, json } => {
+            organizer::run(&mut device, Database::Tasks, action, json).await?;
+        }
+        Cmd::Memos { action, json } => {
+            organizer::run(&mut device, Database::Memos, action, json).await?;
+        }
+        Cmd::Options { action, json } => organizer::options(&mut device, action, json).await?,
         Cmd::Inbox { json, wait } => inbox(&mut device, json, wait).await?,
         Cmd::Read {
             ref_id,
@@ -1280,6 +1366,11 @@ fn describe(event: &MailEvent) -> String {
         }
         MailEvent::Refused { reason } => format!("a mail message was refused: {reason}"),
         MailEvent::Managed(events) => events
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        MailEvent::Organizer(events) => events
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()

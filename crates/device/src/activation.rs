@@ -2,7 +2,10 @@
 //! the activation password; the device sends its request (ETP.DAT) through the relay to the
 //! user's mailbox, proves the password to the enterprise server with OPAQUE (the password
 //! never leaves the device), derives the master key, confirms it, applies the domain-signed
-//! IT policy (pinning the domain's key), installs the service books, and is done. Each stage
+//! IT policy (pinning the domain's key), installs the service books, asks for the
+//! synchronization configuration and, when it is on, runs the slow synchronization of the
+//! organizer databases (merging with the server's or, as the user chose, overwriting the
+//! device's), takes a backup to restore, and is done. Each stage
 //! is reported with the status text a BlackBerry showed.
 
 use std::collections::BTreeMap;
@@ -62,6 +65,15 @@ pub enum Stage {
         /// The address now enabled.
         email: String,
     },
+    /// The slow synchronization: the device's records of a database are on their way.
+    SlowSync {
+        /// The database.
+        database: bramble_organizer::Database,
+        /// How many records the device sent of it.
+        records: usize,
+    },
+    /// The slow synchronization is complete.
+    SlowSyncDone,
     /// Done.
     Complete,
 }
@@ -78,6 +90,13 @@ impl fmt::Display for Stage {
                     "Services Received. Your email address, {email} is now enabled."
                 )
             }
+            Stage::SlowSync { database, records } => write!(
+                f,
+                "Slow synchronization: {} ({records} record{} sent)",
+                database.title(),
+                if *records == 1 { "" } else { "s" }
+            ),
+            Stage::SlowSyncDone => f.write_str("Slow synchronization complete"),
             Stage::Complete => f.write_str("Activation Complete"),
         }
     }
@@ -90,6 +109,20 @@ pub struct ActivateOptions {
     pub timeout: Duration,
     /// What the device says about itself.
     pub facts: schema::DeviceFacts,
+    /// What becomes of the organizer records already on the device in the slow
+    /// synchronization.
+    pub organizer: OrganizerData,
+}
+
+/// The phone user's choice for the organizer records already on the device when it is
+/// activated with wireless synchronization on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrganizerData {
+    /// Keep them and merge them with the server's (sent in the slow synchronization).
+    #[default]
+    Merge,
+    /// Drop them and take the server's instead.
+    Overwrite,
 }
 
 impl Default for ActivateOptions {
@@ -101,6 +134,7 @@ impl Default for ActivateOptions {
                 os: std::env::consts::OS.into(),
                 agent: format!("bramble-device/{}", env!("CARGO_PKG_VERSION")),
             },
+            organizer: OrganizerData::Merge,
         }
     }
 }
@@ -220,7 +254,10 @@ impl Device {
         )
         .await?;
 
-        // 2. Sealed from here on: key confirmation, IT policy, service books.
+        // 2. Sealed from here on: key confirmation, IT policy, service books, then the
+        // synchronization service (configuration, slow synchronization, a backup to restore).
+        let organizer = conn.device().organizer().await?;
+        let mut asked_sync_config = false;
         let mut profile = Profile {
             email: email.clone(),
             domain_key: String::new(),
@@ -232,8 +269,8 @@ impl Device {
             let item = tokio::time::timeout(opts.timeout, conn.recv())
                 .await
                 .map_err(|_| timeout(&email))??;
-            let env = match item {
-                Incoming::Envelope { env, .. } => env,
+            let (seq, env) = match item {
+                Incoming::Envelope { seq, env } => (seq, env),
                 Incoming::Activation {
                     msg: Act::Error(e), ..
                 } if e.request_hash.is_empty() || e.request_hash.as_ref() == request_hash => {
@@ -297,19 +334,88 @@ impl Device {
                 Some(Body::ActivationComplete(_)) => {
                     profile.activated_at_ms = Some(now_ms());
                     conn.device_mut().set_profile(Some(profile.clone()))?;
+                    // The options are backed up after activation, when backup is on.
+                    conn.device_mut().backup_now()?;
+                    if let Err(e) = crate::organizer::send_backup(&mut conn).await {
+                        tracing::warn!("the backup goes on the next connection: {e}");
+                    }
                     progress(&Stage::Complete);
                     conn.close().await;
                     return Ok(());
                 }
+                // A server without a synchronization service does not know the request.
+                Some(Body::Error(e))
+                    if asked_sync_config && e.code == schema::ErrorCode::Unsupported as i32 =>
+                {
+                    tracing::info!("the server has no synchronization service: {}", e.message);
+                    None
+                }
                 Some(Body::Error(e)) => return Err(DeviceError::ActivationFailed(e.message)),
+                Some(body @ Body::SyncConfiguration(_)) => {
+                    let enabled = matches!(&body, Body::SyncConfiguration(c) if c.enabled);
+                    let (events, replies) =
+                        crate::organizer::handle_body(conn.device_mut(), &organizer, seq, &body)
+                            .await?;
+                    for e in &events {
+                        tracing::info!("{e}");
+                    }
+                    for r in &replies {
+                        conn.send(r).await?;
+                    }
+                    if enabled {
+                        let overwrite = opts.organizer == OrganizerData::Overwrite;
+                        crate::organizer::start_slow_sync(
+                            &mut conn,
+                            &organizer,
+                            overwrite,
+                            |database, records| {
+                                progress(&Stage::SlowSync { database, records });
+                            },
+                        )
+                        .await?;
+                    }
+                    None
+                }
+                Some(
+                    body @ (Body::OrganizerBatch(_)
+                    | Body::OrganizerBatchResult(_)
+                    | Body::SlowSyncDone(_)
+                    | Body::BackupRestore(_)),
+                ) => {
+                    let done = matches!(body, Body::SlowSyncDone(_));
+                    let (events, replies) =
+                        crate::organizer::handle_body(conn.device_mut(), &organizer, seq, &body)
+                            .await?;
+                    for e in &events {
+                        tracing::info!("{e}");
+                    }
+                    for r in &replies {
+                        conn.send(r).await?;
+                    }
+                    if done {
+                        progress(&Stage::SlowSyncDone);
+                    }
+                    None
+                }
                 _ => None,
             };
             if let Some(body) = answer {
+                let books = matches!(body, Body::ServiceBooksReceived(_));
                 conn.send(&schema::Envelope {
                     version: 1,
                     body: Some(body),
                 })
                 .await?;
+                // Step 13: with the service books in, ask for the synchronization
+                // configuration.
+                if books && !asked_sync_config {
+                    asked_sync_config = true;
+                    conn.send(&schema::Envelope {
+                        version: 1,
+                        body: Some(Body::SyncConfigRequest(schema::SyncConfigRequest {})),
+                    })
+                    .await?;
+                }
             }
         }
     }

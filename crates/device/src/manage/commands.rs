@@ -184,8 +184,12 @@ impl Device {
             format!("{}-wal", crate::mail::MAIL_DB),
             format!("{}-shm", crate::mail::MAIL_DB),
             "attachments".to_owned(),
+            crate::organizer::ORGANIZER_DB.to_owned(),
+            format!("{}-wal", crate::organizer::ORGANIZER_DB),
+            format!("{}-shm", crate::organizer::ORGANIZER_DB),
         ]
         .into();
+        self.drop_organizer();
         for f in &files {
             names.push(format!("{}/{f}", super::software::APPS_DIR));
             self.runtime.memory_packages.remove(f);
