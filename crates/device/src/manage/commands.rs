@@ -194,6 +194,11 @@ impl Device {
             names.push(format!("{}/{f}", super::software::APPS_DIR));
             self.runtime.memory_packages.remove(f);
         }
+        // The options are the phone user's and stay; their backup went with the server.
+        self.update_options(|o| {
+            o.backup = false;
+            o.backup_due = false;
+        })?;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         self.home_store().remove(&names)
     }

@@ -6,7 +6,10 @@
 //! records   one row per (database, uid): the record's text, the server's version last got
 //!           (NULL if never synchronized), its state (synced | new | changed | deleted |
 //!           local), when it changed, the summary columns a list shows (title, when_ms), the
-//!           server's refusal (detail) and the batch it is on its way in (batch_id)
+//!           server's refusal (detail), the batch it is on its way in (batch_id), and a
+//!           counter of the device's changes (revision; sent_revision: the one sent), so a
+//!           change made while an earlier one is on its way is sent after it, naming the
+//!           version the earlier one got
 //! config    the last SyncConfiguration (one row)
 //! batches   outgoing OrganizerBatches not answered yet; batch_id = the row id
 //!           (AUTOINCREMENT: never reused)
@@ -51,6 +54,8 @@ CREATE TABLE records (
     when_ms     INTEGER,
     detail      TEXT,
     batch_id    INTEGER,
+    revision      INTEGER NOT NULL DEFAULT 0,
+    sent_revision INTEGER,
     PRIMARY KEY (db, uid)
 );
 CREATE TABLE config (
@@ -255,12 +260,16 @@ struct Row {
     modified_ms: i64,
     detail: Option<String>,
     batch_id: Option<i64>,
+    revision: i64,
+    sent_revision: Option<i64>,
 }
 
 /// A record as the sync code sees it: the entry and the batch it is on its way in.
 pub(crate) struct Held {
     pub entry: OrganizerEntry,
     pub batch_id: Option<i64>,
+    /// Not changed on the device since it was put in its batch.
+    pub as_sent: bool,
 }
 
 /// What taking the server's record did.
@@ -399,6 +408,7 @@ impl OrganizerStore {
                 detail: row.detail,
             },
             batch_id: row.batch_id,
+            as_sent: row.sent_revision == Some(row.revision),
         })
     }
 
@@ -410,7 +420,7 @@ impl OrganizerStore {
     /// When the store cannot be read.
     pub async fn list(&self, db: Database) -> Result<Vec<OrganizerEntry>, DeviceError> {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT db, uid, data, version, state, modified_ms, detail, batch_id FROM records \
+            "SELECT db, uid, data, version, state, modified_ms, detail, batch_id, revision, sent_revision FROM records \
              WHERE db = ? AND state <> 'deleted' \
              ORDER BY when_ms IS NULL, when_ms, lower(title), uid",
         )
@@ -436,7 +446,7 @@ impl OrganizerStore {
 
     pub(crate) async fn held(&self, db: Database, uid: &str) -> Result<Option<Held>, DeviceError> {
         let row: Option<Row> = sqlx::query_as(
-            "SELECT db, uid, data, version, state, modified_ms, detail, batch_id FROM records \
+            "SELECT db, uid, data, version, state, modified_ms, detail, batch_id, revision, sent_revision FROM records \
              WHERE db = ? AND uid = ?",
         )
         .bind(db.as_str())
@@ -500,11 +510,11 @@ impl OrganizerStore {
             _ => self.changed_state(db, true).await?,
         };
         sqlx::query(
-            "INSERT INTO records (db, uid, data, version, state, modified_ms, title, when_ms) \
-             VALUES (?, ?, ?, NULL, ?, ?, ?, ?) \
+            "INSERT INTO records (db, uid, data, version, state, modified_ms, title, when_ms, \
+             revision) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, 1) \
              ON CONFLICT (db, uid) DO UPDATE SET data = excluded.data, state = excluded.state, \
              modified_ms = excluded.modified_ms, title = excluded.title, \
-             when_ms = excluded.when_ms, detail = NULL, batch_id = NULL",
+             when_ms = excluded.when_ms, detail = NULL, revision = records.revision + 1",
         )
         .bind(db.as_str())
         .bind(uid)
@@ -542,7 +552,7 @@ impl OrganizerStore {
         };
         sqlx::query(
             "UPDATE records SET data = ?, state = ?, modified_ms = ?, title = ?, when_ms = ?, \
-             detail = NULL, batch_id = NULL WHERE db = ? AND uid = ?",
+             detail = NULL, revision = revision + 1 WHERE db = ? AND uid = ?",
         )
         .bind(&data)
         .bind(state.as_str())
@@ -572,7 +582,7 @@ impl OrganizerStore {
             sqlx::query("DELETE FROM records WHERE db = ? AND uid = ?")
         } else {
             sqlx::query(
-                "UPDATE records SET state = 'deleted', detail = NULL, batch_id = NULL, \
+                "UPDATE records SET state = 'deleted', detail = NULL, revision = revision + 1, \
                  modified_ms = ? WHERE db = ? AND uid = ?",
             )
             .bind(crate::manage::now_ms())
@@ -647,7 +657,7 @@ impl OrganizerStore {
         let mut made = 0;
         for &db in dbs {
             let rows: Vec<Row> = sqlx::query_as(
-                "SELECT db, uid, data, version, state, modified_ms, detail, batch_id \
+                "SELECT db, uid, data, version, state, modified_ms, detail, batch_id, revision, sent_revision \
                  FROM records WHERE db = ? AND state IN ('new', 'changed', 'deleted') \
                  AND batch_id IS NULL AND detail IS NULL ORDER BY modified_ms, uid",
             )
@@ -683,7 +693,7 @@ impl OrganizerStore {
         db: Database,
     ) -> Result<Vec<OrganizerBatch>, DeviceError> {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT db, uid, data, version, state, modified_ms, detail, batch_id FROM records \
+            "SELECT db, uid, data, version, state, modified_ms, detail, batch_id, revision, sent_revision FROM records \
              WHERE db = ? AND state <> 'deleted' ORDER BY modified_ms, uid",
         )
         .bind(db.as_str())
@@ -744,13 +754,16 @@ impl OrganizerStore {
             .await
             .map_err(|e| self.db(&e))?;
             for r in &records {
-                sqlx::query("UPDATE records SET batch_id = ? WHERE db = ? AND uid = ?")
-                    .bind(id)
-                    .bind(db.as_str())
-                    .bind(&r.uid)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.db(&e))?;
+                sqlx::query(
+                    "UPDATE records SET batch_id = ?, sent_revision = revision \
+                     WHERE db = ? AND uid = ?",
+                )
+                .bind(id)
+                .bind(db.as_str())
+                .bind(&r.uid)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db(&e))?;
             }
             let batch = OrganizerBatch {
                 database: db.to_proto(),
@@ -829,7 +842,7 @@ impl OrganizerStore {
         let Some(held) = self.held(db, uid).await? else {
             return Ok(None);
         };
-        let same = held.batch_id == Some(from_db(batch));
+        let same = held.batch_id == Some(from_db(batch)) && held.as_sent;
         let q = match (held.entry.state, same) {
             (RecordState::Deleted, true) => {
                 sqlx::query("DELETE FROM records WHERE db = ? AND uid = ?")
@@ -869,6 +882,10 @@ impl OrganizerStore {
         let Some(held) = self.held(db, uid).await? else {
             return Ok(None);
         };
+        if !held.as_sent {
+            // Changed since: the new change goes on its own.
+            return Ok(None);
+        }
         let detail = if detail.trim().is_empty() {
             "the server did not say why"
         } else {
@@ -1065,6 +1082,42 @@ mod tests {
             .expect("adds");
         s.delete(Database::Memos, &uid).await.expect("deletes");
         assert!(s.held(Database::Memos, &uid).await.expect("h").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_change_made_while_the_last_is_on_its_way_goes_after_it_with_its_version() {
+        let s = OrganizerStore::open(None).await.expect("opens");
+        let uid = s
+            .add(Database::Contacts, &contact("Eve"))
+            .await
+            .expect("adds");
+        s.queue_changes(&[Database::Contacts]).await.expect("q");
+        let first = s.pending_batches().await.expect("b").remove(0);
+        s.edit(
+            Database::Contacts,
+            &uid,
+            &Fields {
+                title: Some("Eve Ng".into()),
+                ..Fields::default()
+            },
+        )
+        .await
+        .expect("edits");
+        // Not sent twice at once (two changes naming one version would be a conflict).
+        assert_eq!(s.queue_changes(&[Database::Contacts]).await.expect("q"), 0);
+        s.stored(Database::Contacts, &uid, first.batch_id, "v1")
+            .await
+            .expect("stored");
+        s.batch_answered(first.batch_id).await.expect("answered");
+        let e = s.get(Database::Contacts, &uid).await.expect("e");
+        assert_eq!(
+            (e.state, e.version.as_deref()),
+            (RecordState::Changed, Some("v1"))
+        );
+        assert_eq!(s.queue_changes(&[Database::Contacts]).await.expect("q"), 1);
+        let second = s.pending_batches().await.expect("b").remove(0);
+        assert_eq!(second.records[0].version, "v1");
+        assert!(second.records[0].data.contains("Eve Ng"));
     }
 
     #[tokio::test]

@@ -709,3 +709,51 @@ async fn options_are_backed_up_when_they_change_and_restored_from_a_backup() {
     assert_eq!(b["options"]["wallpaper"], "sea");
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_change_waits_for_its_answer_while_connected() {
+    let mut f = Fixture::new().await;
+    f.configure(false).await;
+    let org = f.dev.organizer().await.expect("organizer");
+    let uid = org
+        .add(
+            Database::Calendar,
+            &Fields {
+                title: Some("Lunch".into()),
+                start: Some("2030-03-01 12:00".into()),
+                ..Fields::default()
+            },
+        )
+        .await
+        .expect("adds");
+    let Fixture {
+        dev, server, store, ..
+    } = &mut f;
+    let mut conn = within("connect", dev.connect()).await.expect("connects");
+    let device_side = mail::wait_for_organizer(&mut conn, store, STEP);
+    let server_side = async {
+        let b = server.batch().await;
+        server
+            .send(&env(Body::OrganizerBatchResult(stored_all(&b))))
+            .await;
+    };
+    let (report, ()) = within("the answer", async {
+        tokio::join!(device_side, server_side)
+    })
+    .await;
+    within("close", conn.close()).await;
+    let report = report.expect("answered");
+    assert_eq!(report.organizer_sent, 1);
+    assert!(
+        matches!(
+            report.organizer.as_slice(),
+            [OrganizerEvent::ChangesTaken { count: 1, .. }]
+        ),
+        "{report:?}"
+    );
+    assert_eq!(
+        org.get(Database::Calendar, &uid).await.expect("e").state,
+        RecordState::Synced
+    );
+    f.shutdown().await;
+}
