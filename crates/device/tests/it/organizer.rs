@@ -757,3 +757,81 @@ async fn a_change_waits_for_its_answer_while_connected() {
     );
     f.shutdown().await;
 }
+
+#[tokio::test]
+async fn overwrite_drops_the_devices_records_and_sends_none() {
+    let mut f = Fixture::new().await;
+    let org = f.dev.organizer().await.expect("organizer");
+    org.add(
+        Database::Contacts,
+        &Fields {
+            title: Some("Old Friend".into()),
+            ..Fields::default()
+        },
+    )
+    .await
+    .expect("adds");
+    let Fixture { dev, server, .. } = &mut f;
+    let mut conn = within("connect", dev.connect()).await.expect("connects");
+    let opts = ActivateOptions {
+        timeout: STEP,
+        organizer: activation::OrganizerData::Overwrite,
+        ..ActivateOptions::default()
+    };
+    let device_side =
+        activation::complete_activation(&mut conn, "alice@example.com", &opts, |_| {});
+    let server_side = async {
+        server
+            .send(&env(Body::ServiceBooks(schema::ServiceBooks::default())))
+            .await;
+        server
+            .expect("the sync configuration request", |b| {
+                matches!(b, Body::SyncConfigRequest(_)).then_some(())
+            })
+            .await;
+        server
+            .send(&env(Body::SyncConfiguration(config(false))))
+            .await;
+        let start = server
+            .expect("SlowSyncStart", |b| match b {
+                Body::SlowSyncStart(s) => Some(s),
+                Body::OrganizerBatch(b) => panic!("nothing is sent when overwriting: {b:?}"),
+                _ => None,
+            })
+            .await;
+        assert!(start.overwrite_device);
+        server
+            .send(&env(Body::OrganizerBatch(OrganizerBatch {
+                database: Database::Contacts.to_proto(),
+                batch_id: 1,
+                slow: true,
+                records: vec![server_record("srv", contact("srv", "From Server"), "e1")],
+                last: true,
+            })))
+            .await;
+        server.result(1).await;
+        server
+            .send(&env(Body::SlowSyncDone(schema::SlowSyncDone::default())))
+            .await;
+        server
+            .send(&env(Body::ActivationComplete(
+                schema::ActivationComplete::default(),
+            )))
+            .await;
+    };
+    let (done, ()) = within("activation", async {
+        tokio::join!(device_side, server_side)
+    })
+    .await;
+    done.expect("activation completes");
+    within("close", conn.close()).await;
+    let names: Vec<String> = org
+        .list(Database::Contacts)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.summary.title)
+        .collect();
+    assert_eq!(names, ["From Server"]);
+    f.shutdown().await;
+}
