@@ -413,11 +413,22 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Pin => println!("{}", device.pin()),
         Cmd::Status { json } => {
             let s = device.status();
+            // Not created by a look at the status.
+            let has_organizer = device
+                .home()
+                .is_some_and(|h| h.join(bramble_device::organizer::ORGANIZER_DB).exists());
+            let sync = if has_organizer {
+                device.organizer().await?.sync_config().await?
+            } else {
+                None
+            };
             if json {
                 return output::json(&serde_json::json!({
                     "device": s,
                     "profile": device.profile(),
                     "apps": device.apps(),
+                    "sync": sync,
+                    "options": device.options(),
                 }));
             }
             println!("PIN                 {}", s.pin);
@@ -455,6 +466,7 @@ pub async fn run(args: Args) -> Result<()> {
                 }
             }
             print_manage_status(&device, &s);
+            print_sync_config(sync.as_ref());
             println!(
                 "Sent / received     next seq {}, highest received {}",
                 s.tx_next, s.rx_highest
@@ -1102,6 +1114,38 @@ fn read_secret(prompt: &str) -> Result<String> {
     let _ = crossterm::terminal::disable_raw_mode();
     eprintln!();
     typed
+}
+
+/// The synchronization configuration, in a line.
+fn print_sync_config(c: Option<&bramble_device::organizer::SyncConfig>) {
+    let text = match c {
+        None => "not configured by your organization".to_owned(),
+        Some(c) if !c.enabled => "off".to_owned(),
+        Some(c) => {
+            let dbs: Vec<String> = c
+                .databases
+                .iter()
+                .filter(|d| d.enabled)
+                .map(|d| match d.direction {
+                    bramble_device::organizer::Direction::Bidirectional => {
+                        d.database.title().to_owned()
+                    }
+                    bramble_device::organizer::Direction::ServerToDevice => {
+                        format!("{} (from the server)", d.database.title())
+                    }
+                })
+                .collect();
+            if dbs.is_empty() {
+                "on, for no database".to_owned()
+            } else {
+                dbs.join(", ")
+            }
+        }
+    };
+    println!("Synchronization     {text}");
+    if c.is_some_and(|c| c.backup) {
+        println!("Wireless backup     on");
+    }
 }
 
 /// What a sync did, in a line or two (nothing when nothing happened).
