@@ -9,10 +9,13 @@ use anyhow::Result;
 use bramble_device::mail::{self, Change, Draft, MailKind, OutboxState};
 use bramble_device::{Device, DeviceError, Incoming, MailEvent};
 use bramble_net::Fingerprint;
+use bramble_organizer::Database;
 use bramble_proto::schema::envelope::Body;
 
 use crate::output;
 use crate::tui::view::short;
+
+mod organizer;
 
 /// How long `read --more` waits for the server's answer.
 const MORE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,6 +72,10 @@ enum Cmd {
         /// How long to wait for the server at each stage (default 5m).
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
+        /// The calendar, contacts, tasks and memos already on the device: merge them with
+        /// the server's, or replace them by the server's.
+        #[arg(long, value_enum, default_value_t = OrganizerChoice::Merge)]
+        organizer: OrganizerChoice,
     },
     /// Check the path to the enterprise server: send Ping, wait for Pong.
     Ping {
@@ -217,6 +224,47 @@ enum Cmd {
     },
     /// Cancel the wipe your administrator scheduled, when they allowed it (as `wipe cancel`).
     WipeCancel,
+    /// The contacts on the device (with no subcommand: list them).
+    Contacts {
+        #[command(subcommand)]
+        action: Option<organizer::OrgCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The calendar's events (with no subcommand: list them).
+    Calendar {
+        #[command(subcommand)]
+        action: Option<organizer::OrgCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tasks (with no subcommand: list them).
+    Tasks {
+        #[command(subcommand)]
+        action: Option<organizer::OrgCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The memos (with no subcommand: list them).
+    Memos {
+        #[command(subcommand)]
+        action: Option<organizer::OrgCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your options (backed up to your organization's server when it says so; with no
+    /// subcommand: list them).
+    Options {
+        #[command(subcommand)]
+        action: Option<organizer::OptionsCmd>,
+        /// Print JSON (for the list).
+        #[arg(long)]
+        json: bool,
+    },
     /// The applications on the device (with no subcommand: list them).
     Apps {
         #[command(subcommand)]
@@ -268,6 +316,13 @@ enum AppsCmd {
         /// Its name.
         name: String,
     },
+}
+
+/// `activate --organizer`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OrganizerChoice {
+    Merge,
+    Overwrite,
 }
 
 /// What `mark` sets.
@@ -334,6 +389,11 @@ pub async fn run(args: Args) -> Result<()> {
             | Cmd::Attachment { .. }
             | Cmd::Tui
             | Cmd::Sync { .. }
+            | Cmd::Contacts { .. }
+            | Cmd::Calendar { .. }
+            | Cmd::Tasks { .. }
+            | Cmd::Memos { .. }
+            | Cmd::Options { .. }
     );
     let explicit = args.relay.is_some() || args.fingerprint.is_some();
     if (connects || explicit)
@@ -353,11 +413,22 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Pin => println!("{}", device.pin()),
         Cmd::Status { json } => {
             let s = device.status();
+            // Not created by a look at the status.
+            let has_organizer = device
+                .home()
+                .is_some_and(|h| h.join(bramble_device::organizer::ORGANIZER_DB).exists());
+            let sync = if has_organizer {
+                device.organizer().await?.sync_config().await?
+            } else {
+                None
+            };
             if json {
                 return output::json(&serde_json::json!({
                     "device": s,
                     "profile": device.profile(),
                     "apps": device.apps(),
+                    "sync": sync,
+                    "options": device.options(),
                 }));
             }
             println!("PIN                 {}", s.pin);
@@ -395,6 +466,7 @@ pub async fn run(args: Args) -> Result<()> {
                 }
             }
             print_manage_status(&device, &s);
+            print_sync_config(sync.as_ref());
             println!(
                 "Sent / received     next seq {}, highest received {}",
                 s.tx_next, s.rx_highest
@@ -437,6 +509,11 @@ pub async fn run(args: Args) -> Result<()> {
                                     println!("{e}");
                                 }
                             }
+                            MailEvent::Organizer(events) => {
+                                for e in events {
+                                    println!("{e}");
+                                }
+                            }
                             other => println!("{}", describe(other)),
                         }
                         if event.ends_session() {
@@ -452,11 +529,16 @@ pub async fn run(args: Args) -> Result<()> {
             email,
             password,
             timeout,
+            organizer,
         } => {
             let mut opts = bramble_device::activation::ActivateOptions::default();
             if let Some(t) = timeout {
                 opts.timeout = t;
             }
+            opts.organizer = match organizer {
+                OrganizerChoice::Merge => bramble_device::activation::OrganizerData::Merge,
+                OrganizerChoice::Overwrite => bramble_device::activation::OrganizerData::Overwrite,
+            };
             device
                 .activate(&email, &password, &opts, |stage| println!("{stage}"))
                 .await?;
@@ -498,6 +580,9 @@ pub async fn run(args: Args) -> Result<()> {
             conn.close().await;
             let report = synced?;
             for e in &report.managed {
+                println!("{e}");
+            }
+            for e in &report.organizer {
                 println!("{e}");
             }
             print_sync(&report);
@@ -592,6 +677,19 @@ pub async fn run(args: Args) -> Result<()> {
                 report_compliance(&mut device).await?;
             }
         },
+        Cmd::Contacts { action, json } => {
+            organizer::run(&mut device, Database::Contacts, action, json).await?;
+        }
+        Cmd::Calendar { action, json } => {
+            organizer::run(&mut device, Database::Calendar, action, json).await?;
+        }
+        Cmd::Tasks { action, json } => {
+            organizer::run(&mut device, Database::Tasks, action, json).await?;
+        }
+        Cmd::Memos { action, json } => {
+            organizer::run(&mut device, Database::Memos, action, json).await?;
+        }
+        Cmd::Options { action, json } => organizer::options(&mut device, action, json).await?,
         Cmd::Inbox { json, wait } => inbox(&mut device, json, wait).await?,
         Cmd::Read {
             ref_id,
@@ -1018,6 +1116,38 @@ fn read_secret(prompt: &str) -> Result<String> {
     typed
 }
 
+/// The synchronization configuration, in a line.
+fn print_sync_config(c: Option<&bramble_device::organizer::SyncConfig>) {
+    let text = match c {
+        None => "not configured by your organization".to_owned(),
+        Some(c) if !c.enabled => "off".to_owned(),
+        Some(c) => {
+            let dbs: Vec<String> = c
+                .databases
+                .iter()
+                .filter(|d| d.enabled)
+                .map(|d| match d.direction {
+                    bramble_device::organizer::Direction::Bidirectional => {
+                        d.database.title().to_owned()
+                    }
+                    bramble_device::organizer::Direction::ServerToDevice => {
+                        format!("{} (from the server)", d.database.title())
+                    }
+                })
+                .collect();
+            if dbs.is_empty() {
+                "on, for no database".to_owned()
+            } else {
+                dbs.join(", ")
+            }
+        }
+    };
+    println!("Synchronization     {text}");
+    if c.is_some_and(|c| c.backup) {
+        println!("Wireless backup     on");
+    }
+}
+
 /// What a sync did, in a line or two (nothing when nothing happened).
 fn print_sync(r: &mail::SyncReport) {
     let mut parts = Vec::new();
@@ -1280,6 +1410,11 @@ fn describe(event: &MailEvent) -> String {
         }
         MailEvent::Refused { reason } => format!("a mail message was refused: {reason}"),
         MailEvent::Managed(events) => events
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        MailEvent::Organizer(events) => events
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()

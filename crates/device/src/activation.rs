@@ -2,7 +2,10 @@
 //! the activation password; the device sends its request (ETP.DAT) through the relay to the
 //! user's mailbox, proves the password to the enterprise server with OPAQUE (the password
 //! never leaves the device), derives the master key, confirms it, applies the domain-signed
-//! IT policy (pinning the domain's key), installs the service books, and is done. Each stage
+//! IT policy (pinning the domain's key), installs the service books, asks for the
+//! synchronization configuration and, when it is on, runs the slow synchronization of the
+//! organizer databases (merging with the server's or, as the user chose, overwriting the
+//! device's), takes a backup to restore, and is done. Each stage
 //! is reported with the status text a BlackBerry showed.
 
 use std::collections::BTreeMap;
@@ -62,6 +65,15 @@ pub enum Stage {
         /// The address now enabled.
         email: String,
     },
+    /// The slow synchronization: the device's records of a database are on their way.
+    SlowSync {
+        /// The database.
+        database: bramble_organizer::Database,
+        /// How many records the device sent of it.
+        records: usize,
+    },
+    /// The slow synchronization is complete.
+    SlowSyncDone,
     /// Done.
     Complete,
 }
@@ -78,6 +90,13 @@ impl fmt::Display for Stage {
                     "Services Received. Your email address, {email} is now enabled."
                 )
             }
+            Stage::SlowSync { database, records } => write!(
+                f,
+                "Slow synchronization: {} ({records} record{} sent)",
+                database.title(),
+                if *records == 1 { "" } else { "s" }
+            ),
+            Stage::SlowSyncDone => f.write_str("Slow synchronization complete"),
             Stage::Complete => f.write_str("Activation Complete"),
         }
     }
@@ -90,6 +109,20 @@ pub struct ActivateOptions {
     pub timeout: Duration,
     /// What the device says about itself.
     pub facts: schema::DeviceFacts,
+    /// What becomes of the organizer records already on the device in the slow
+    /// synchronization.
+    pub organizer: OrganizerData,
+}
+
+/// The phone user's choice for the organizer records already on the device when it is
+/// activated with wireless synchronization on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrganizerData {
+    /// Keep them and merge them with the server's (sent in the slow synchronization).
+    #[default]
+    Merge,
+    /// Drop them and take the server's instead.
+    Overwrite,
 }
 
 impl Default for ActivateOptions {
@@ -101,6 +134,7 @@ impl Default for ActivateOptions {
                 os: std::env::consts::OS.into(),
                 agent: format!("bramble-device/{}", env!("CARGO_PKG_VERSION")),
             },
+            organizer: OrganizerData::Merge,
         }
     }
 }
@@ -220,94 +254,202 @@ impl Device {
         )
         .await?;
 
-        // 2. Sealed from here on: key confirmation, IT policy, service books.
-        let mut profile = Profile {
-            email: email.clone(),
-            domain_key: String::new(),
-            policy: None,
-            service_books: Vec::new(),
-            activated_at_ms: None,
+        // 2. Sealed from here on.
+        let done = sealed_stages(&mut conn, &email, &request_hash, opts, &mut progress).await;
+        conn.close().await;
+        done
+    }
+}
+
+/// The sealed half of Enterprise Activation, on a connection of a device already bound to
+/// its server (as [`Device::activate`] leaves it after the key exchange, or as
+/// [`Device::provision`] does for a test playing the server): key confirmation, the IT
+/// policy, the service books, then the synchronization service (the configuration, the slow
+/// synchronization, a backup to restore), until `ActivationComplete`. Each stage is reported
+/// to `progress`; the connection stays open.
+///
+/// # Errors
+/// [`DeviceError::ActivationFailed`], [`DeviceError::ActivationTimeout`],
+/// [`DeviceError::PolicyRefused`], or a connection or store failure.
+pub async fn complete_activation(
+    conn: &mut crate::Connection<'_>,
+    email: &str,
+    opts: &ActivateOptions,
+    mut progress: impl FnMut(&Stage),
+) -> Result<(), DeviceError> {
+    sealed_stages(conn, email, &[], opts, &mut progress).await
+}
+
+async fn sealed_stages(
+    conn: &mut crate::Connection<'_>,
+    email: &str,
+    request_hash: &[u8],
+    opts: &ActivateOptions,
+    progress: &mut impl FnMut(&Stage),
+) -> Result<(), DeviceError> {
+    let email = email.to_owned();
+    let timeout = |email: &str| DeviceError::ActivationTimeout {
+        email: email.to_owned(),
+        waited: opts.timeout,
+    };
+    // 2. Sealed from here on: key confirmation, IT policy, service books, then the
+    // synchronization service (configuration, slow synchronization, a backup to restore).
+    let organizer = conn.device().organizer().await?;
+    let mut asked_sync_config = false;
+    let mut profile = Profile {
+        email: email.clone(),
+        domain_key: String::new(),
+        policy: None,
+        service_books: Vec::new(),
+        activated_at_ms: None,
+    };
+    loop {
+        let item = tokio::time::timeout(opts.timeout, conn.recv())
+            .await
+            .map_err(|_| timeout(&email))??;
+        let (seq, env) = match item {
+            Incoming::Envelope { seq, env } => (seq, env),
+            Incoming::Activation {
+                msg: Act::Error(e), ..
+            } if e.request_hash.is_empty() || e.request_hash.as_ref() == request_hash => {
+                return Err(DeviceError::ActivationFailed(e.message));
+            }
+            Incoming::Rejected { reason, .. } => {
+                tracing::warn!("a frame during activation was refused: {reason}");
+                continue;
+            }
+            Incoming::Activation { .. } => continue,
         };
-        loop {
-            let item = tokio::time::timeout(opts.timeout, conn.recv())
-                .await
-                .map_err(|_| timeout(&email))??;
-            let env = match item {
-                Incoming::Envelope { env, .. } => env,
-                Incoming::Activation {
-                    msg: Act::Error(e), ..
-                } if e.request_hash.is_empty() || e.request_hash.as_ref() == request_hash => {
-                    return Err(DeviceError::ActivationFailed(e.message));
-                }
-                Incoming::Rejected { reason, .. } => {
-                    tracing::warn!("a frame during activation was refused: {reason}");
-                    continue;
-                }
-                Incoming::Activation { .. } => continue,
-            };
-            let answer = match env.body {
-                Some(Body::KeyConfirmation(k)) => {
-                    progress(&Stage::EncryptionVerified);
-                    Some(Body::KeyConfirmation(k))
-                }
-                Some(Body::ItPolicy(signed)) => {
-                    let (policy, hash) = verify_policy(&signed, None)
-                        .map_err(|e| DeviceError::PolicyRefused(e.to_string()))?;
-                    profile.domain_key = hex::encode(&signed.domain_key);
-                    profile.policy = Some(AppliedPolicy {
-                        name: policy.name.clone(),
-                        version: policy.version,
-                        rules: policy
-                            .rules
-                            .iter()
-                            .map(|r| (r.name.clone(), rule_text(&r.value)))
-                            .collect(),
-                        hash: hex::encode(hash),
-                    });
-                    conn.device_mut().set_profile(Some(profile.clone()))?;
-                    // Applied as a policy update is: what it forbids goes, and what keeps the
-                    // device from complying is reported (and again whenever that changes).
-                    let mut events = Vec::new();
-                    let problems = conn.device_mut().enforce_policy(&mut events)?;
-                    for e in &events {
-                        tracing::info!("{e}");
-                    }
-                    Some(Body::PolicyApplied(schema::PolicyApplied {
-                        policy_hash: hash.to_vec().into(),
-                        version: policy.version,
-                        applied: true,
-                        problems,
-                    }))
-                }
-                Some(Body::ServiceBooks(books)) => {
-                    profile.service_books = books
-                        .books
+        let answer = match env.body {
+            Some(Body::KeyConfirmation(k)) => {
+                progress(&Stage::EncryptionVerified);
+                Some(Body::KeyConfirmation(k))
+            }
+            Some(Body::ItPolicy(signed)) => {
+                let (policy, hash) = verify_policy(&signed, None)
+                    .map_err(|e| DeviceError::PolicyRefused(e.to_string()))?;
+                profile.domain_key = hex::encode(&signed.domain_key);
+                profile.policy = Some(AppliedPolicy {
+                    name: policy.name.clone(),
+                    version: policy.version,
+                    rules: policy
+                        .rules
                         .iter()
-                        .map(|b| (b.cid.clone(), b.name.clone()))
-                        .collect();
-                    conn.device_mut().set_profile(Some(profile.clone()))?;
-                    let cids = books.books.into_iter().map(|b| b.cid).collect();
-                    progress(&Stage::ServicesReceived {
-                        email: email.clone(),
-                    });
-                    Some(Body::ServiceBooksReceived(schema::ServiceBooksReceived {
-                        cids,
-                    }))
+                        .map(|r| (r.name.clone(), rule_text(&r.value)))
+                        .collect(),
+                    hash: hex::encode(hash),
+                });
+                conn.device_mut().set_profile(Some(profile.clone()))?;
+                // Applied as a policy update is: what it forbids goes, and what keeps the
+                // device from complying is reported (and again whenever that changes).
+                let mut events = Vec::new();
+                let problems = conn.device_mut().enforce_policy(&mut events)?;
+                for e in &events {
+                    tracing::info!("{e}");
                 }
-                Some(Body::ActivationComplete(_)) => {
-                    profile.activated_at_ms = Some(now_ms());
-                    conn.device_mut().set_profile(Some(profile.clone()))?;
-                    progress(&Stage::Complete);
-                    conn.close().await;
-                    return Ok(());
+                Some(Body::PolicyApplied(schema::PolicyApplied {
+                    policy_hash: hash.to_vec().into(),
+                    version: policy.version,
+                    applied: true,
+                    problems,
+                }))
+            }
+            Some(Body::ServiceBooks(books)) => {
+                profile.service_books = books
+                    .books
+                    .iter()
+                    .map(|b| (b.cid.clone(), b.name.clone()))
+                    .collect();
+                conn.device_mut().set_profile(Some(profile.clone()))?;
+                let cids = books.books.into_iter().map(|b| b.cid).collect();
+                progress(&Stage::ServicesReceived {
+                    email: email.clone(),
+                });
+                Some(Body::ServiceBooksReceived(schema::ServiceBooksReceived {
+                    cids,
+                }))
+            }
+            Some(Body::ActivationComplete(_)) => {
+                profile.activated_at_ms = Some(now_ms());
+                conn.device_mut().set_profile(Some(profile.clone()))?;
+                // The options are backed up after activation, when backup is on.
+                conn.device_mut().backup_now()?;
+                if let Err(e) = crate::organizer::send_backup(conn).await {
+                    tracing::warn!("the backup goes on the next connection: {e}");
                 }
-                Some(Body::Error(e)) => return Err(DeviceError::ActivationFailed(e.message)),
-                _ => None,
-            };
-            if let Some(body) = answer {
+                progress(&Stage::Complete);
+                return Ok(());
+            }
+            // A server without a synchronization service does not know the request.
+            Some(Body::Error(e))
+                if asked_sync_config && e.code == schema::ErrorCode::Unsupported as i32 =>
+            {
+                tracing::info!("the server has no synchronization service: {}", e.message);
+                None
+            }
+            Some(Body::Error(e)) => return Err(DeviceError::ActivationFailed(e.message)),
+            Some(body @ Body::SyncConfiguration(_)) => {
+                let enabled = matches!(&body, Body::SyncConfiguration(c) if c.enabled);
+                let (events, replies) =
+                    crate::organizer::handle_body(conn.device_mut(), &organizer, seq, &body)
+                        .await?;
+                for e in &events {
+                    tracing::info!("{e}");
+                }
+                for r in &replies {
+                    conn.send(r).await?;
+                }
+                if enabled {
+                    let overwrite = opts.organizer == OrganizerData::Overwrite;
+                    crate::organizer::start_slow_sync(
+                        conn,
+                        &organizer,
+                        overwrite,
+                        |database, records| {
+                            progress(&Stage::SlowSync { database, records });
+                        },
+                    )
+                    .await?;
+                }
+                None
+            }
+            Some(
+                body @ (Body::OrganizerBatch(_)
+                | Body::OrganizerBatchResult(_)
+                | Body::SlowSyncDone(_)
+                | Body::BackupRestore(_)),
+            ) => {
+                let done = matches!(body, Body::SlowSyncDone(_));
+                let (events, replies) =
+                    crate::organizer::handle_body(conn.device_mut(), &organizer, seq, &body)
+                        .await?;
+                for e in &events {
+                    tracing::info!("{e}");
+                }
+                for r in &replies {
+                    conn.send(r).await?;
+                }
+                if done {
+                    progress(&Stage::SlowSyncDone);
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(body) = answer {
+            let books = matches!(body, Body::ServiceBooksReceived(_));
+            conn.send(&schema::Envelope {
+                version: 1,
+                body: Some(body),
+            })
+            .await?;
+            // Step 13: with the service books in, ask for the synchronization
+            // configuration.
+            if books && !asked_sync_config {
+                asked_sync_config = true;
                 conn.send(&schema::Envelope {
                     version: 1,
-                    body: Some(body),
+                    body: Some(Body::SyncConfigRequest(schema::SyncConfigRequest {})),
                 })
                 .await?;
             }

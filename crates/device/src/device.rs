@@ -27,11 +27,13 @@ pub const TX_BLOCK: u64 = 64;
 pub struct Device {
     store: Store,
     identity: DeviceIdentity,
-    state: State,
+    pub(crate) state: State,
     /// Built from the binding on first use, kept across connections.
     session: Option<Session>,
     /// What the policy service keeps in memory only.
     pub(crate) runtime: crate::manage::Runtime,
+    /// The organizer store, opened on first use.
+    pub(crate) organizer: tokio::sync::OnceCell<crate::organizer::OrganizerStore>,
 }
 
 impl std::fmt::Debug for Device {
@@ -131,6 +133,7 @@ impl Device {
             state,
             session: None,
             runtime: crate::manage::Runtime::default(),
+            organizer: tokio::sync::OnceCell::new(),
         };
         // A wipe that came due while the device was off is carried out before anything else.
         if device.wipe_if_due(crate::manage::now_ms())? {
@@ -153,6 +156,7 @@ impl Device {
             state: State::default(),
             session: None,
             runtime: crate::manage::Runtime::default(),
+            organizer: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -420,6 +424,23 @@ impl Device {
         }
     }
 
+    /// Changes the phone user's options (and their backup's state) and writes them; on
+    /// failure the change is undone.
+    pub(crate) fn update_options<R>(
+        &mut self,
+        f: impl FnOnce(&mut crate::organizer::OptionsState) -> R,
+    ) -> Result<R, DeviceError> {
+        let old = self.state.options.clone();
+        let r = f(&mut self.state.options);
+        match self.save() {
+            Ok(()) => Ok(r),
+            Err(e) => {
+                self.state.options = old;
+                Err(e)
+            }
+        }
+    }
+
     /// Changes the profile and the policy service's state together and writes them; on
     /// failure both are undone.
     pub(crate) fn update_profile_and_manage<R>(
@@ -465,6 +486,7 @@ impl Device {
         }
         self.session = None;
         self.runtime = crate::manage::Runtime::default();
+        self.drop_organizer();
         drop(old);
         self.store
             .clear(&[crate::home::IDENTITY_FILE, crate::home::STATE_FILE])?;

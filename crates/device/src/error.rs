@@ -259,6 +259,29 @@ pub enum DeviceError {
     /// An application cannot be removed.
     #[error("This application cannot be removed: {0}.")]
     AppRemoveRefused(String),
+    /// The organizer store is not a database this build can read, or holds something
+    /// unreadable.
+    #[error(
+        "The organizer store (calendar, contacts, tasks, memos) on this device is damaged: {0}"
+    )]
+    OrganizerStoreDamaged(String),
+    /// The organizer store could not be read or written.
+    #[error("The organizer store on this device could not be used: {0}")]
+    OrganizerStore(String),
+    /// No such organizer record on the device.
+    #[error("There is no {what} {uid:?} on this device.")]
+    NoSuchRecord {
+        /// "contact", "event", "task" or "memo".
+        what: &'static str,
+        /// The UID asked for.
+        uid: String,
+    },
+    /// An organizer record cannot be stored as it is.
+    #[error("This record cannot be stored: {0}.")]
+    RecordRefused(String),
+    /// An option cannot be set as given.
+    #[error("This option cannot be set: {0}.")]
+    OptionRefused(String),
     /// No application of that name is installed.
     #[error("No application called {0:?} is installed on this device.")]
     NoSuchApp(String),

@@ -6,6 +6,7 @@
 //!                       master key); replaced atomically (temp file, fsync, rename, fsync dir)
 //! HOME/lock             held (flock) while a `Device` has the home open
 //! HOME/mail.db          the mail store (see `mail`)
+//! HOME/organizer.db     calendar, contacts, tasks, memos (see `organizer`)
 //! HOME/apps/            installed application packages (see `manage`)
 //! ```
 
@@ -74,6 +75,8 @@ pub(crate) struct State {
     /// What the policy service left: the device password, lock, IT admin commands carried
     /// out, a scheduled wipe, a pending next key, installed applications, replies to send.
     pub manage: crate::manage::ManageState,
+    /// The phone user's options and whether their backup is due.
+    pub options: crate::organizer::OptionsState,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -90,6 +93,8 @@ struct StateFile {
     profile: Option<crate::activation::Profile>,
     #[serde(default)]
     manage: crate::manage::ManageState,
+    #[serde(default)]
+    options: crate::organizer::OptionsState,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -220,6 +225,7 @@ impl State {
             tx_reserved: self.tx_reserved,
             profile: self.profile.clone(),
             manage: self.manage.clone(),
+            options: self.options.clone(),
         }
     }
 
@@ -262,6 +268,7 @@ impl State {
             tx_reserved: file.tx_reserved,
             profile: file.profile,
             manage: file.manage,
+            options: file.options,
         })
     }
 }

@@ -13,6 +13,9 @@
 //! - **what its organization manages** ([`manage`]): IT policy updates and compliance, the
 //!   device password and lock, IT admin commands (lock, wipe, remove the organization's data,
 //!   regenerate the key), service books, and applications from software configurations;
+//! - **its organizer** ([`organizer`]): calendar, contacts, tasks and memos (`organizer.db`)
+//!   synchronized with the organization's server, and the phone user's options with their
+//!   wireless backup;
 //! - **its session keys**: the master key of the binding, the transmit sequence numbers it has
 //!   reserved (persisted a block at a time *before* any of them is used, since they are AEAD
 //!   nonces) and the highest number it has received (persisted before a frame is acked, so a
@@ -43,6 +46,7 @@ mod error;
 mod home;
 pub mod mail;
 pub mod manage;
+pub mod organizer;
 
 pub use connection::{Connection, Incoming, PING_TIMEOUT};
 pub use device::{Device, DeviceStatus, TX_BLOCK};
@@ -50,3 +54,4 @@ pub use error::DeviceError;
 pub use home::{IDENTITY_FILE, LOCK_FILE, STATE_FILE};
 pub use mail::{MailEvent, MailStore};
 pub use manage::ManageEvent;
+pub use organizer::{OrganizerEntry, OrganizerEvent, OrganizerStore};

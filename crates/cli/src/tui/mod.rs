@@ -703,7 +703,10 @@ async fn mail_event(
         MailEvent::Refused { reason } => {
             tracing::warn!(%reason, "mail from the server refused");
         }
-        MailEvent::Duplicate { .. } | MailEvent::NotMail | MailEvent::Managed(_) => {}
+        MailEvent::Duplicate { .. }
+        | MailEvent::NotMail
+        | MailEvent::Managed(_)
+        | MailEvent::Organizer(_) => {}
     }
     Ok(())
 }

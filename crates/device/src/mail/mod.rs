@@ -48,9 +48,10 @@ use serde::Serialize;
 pub use bramble_proto::schema::MailKind;
 pub use bramble_proto::schema::mail_change::Change;
 pub use store::MailStore;
+pub(crate) use store::create_private_file;
 pub use sync::{
     SyncReport, fetch_attachment, handle_and_answer, request_more, send_pending, sync,
-    wait_for_submit,
+    wait_for_organizer, wait_for_submit,
 };
 
 /// The mail store's file in the device's home.
@@ -159,6 +160,9 @@ pub enum MailEvent {
     /// removal of the organization's data closes the mail store
     /// ([`crate::ManageEvent::ends_session`]).
     Managed(Vec<crate::ManageEvent>),
+    /// Not mail but the synchronization service's (organizer records, their outcomes, the
+    /// configuration, a backup to restore): handled by [`crate::organizer`].
+    Organizer(Vec<crate::OrganizerEvent>),
     /// Not a mail message (Ping, …), or not an envelope: nothing done.
     NotMail,
 }

@@ -1475,7 +1475,7 @@ fn open_error(location: &str, e: &sqlx::Error) -> DeviceError {
 
 /// Creates `path` empty with mode 0600 (and `dir` with 0700) when missing, so the database
 /// and its journals are readable by the owner only.
-fn create_private_file(dir: &Path, path: &PathBuf) -> Result<(), DeviceError> {
+pub(crate) fn create_private_file(dir: &Path, path: &PathBuf) -> Result<(), DeviceError> {
     if !dir.is_dir() {
         let mut b = std::fs::DirBuilder::new();
         b.recursive(true);

@@ -2,7 +2,8 @@
 //! answer it, and wait for particular answers (more text, an attachment, a submit's fate).
 //!
 //! Every envelope received is handed to the policy service ([`crate::manage::handle`]) when
-//! it is one of its own (IT policy, IT admin command, service books, software), else to
+//! it is one of its own (IT policy, IT admin command, service books, software), to the
+//! synchronization service ([`crate::organizer::handle`]) when it is one of its own, else to
 //! [`MailStore::handle_incoming`], before the next [`Connection::recv`] (which acks it to the
 //! relay), and its replies are sent right after. A wipe that has come due is carried out
 //! before anything else ([`crate::manage::run_due`]).
@@ -50,6 +51,11 @@ pub struct SyncReport {
     /// What the policy service did (IT policy, IT admin commands, software), in order; also
     /// in `events` as [`MailEvent::Managed`].
     pub managed: Vec<crate::ManageEvent>,
+    /// What the synchronization service did (organizer records, outcomes, configuration,
+    /// backup), in order; also in `events` as [`MailEvent::Organizer`].
+    pub organizer: Vec<crate::OrganizerEvent>,
+    /// Envelopes of the synchronization service sent (batches, a backup).
+    pub organizer_sent: usize,
     /// Whether the device was wiped or its organization's data removed: the mail store is
     /// closed, and the sync stopped there.
     pub ended: bool,
@@ -76,6 +82,7 @@ impl SyncReport {
                 self.managed.extend(events.iter().cloned());
                 self.ended |= event.ends_session();
             }
+            MailEvent::Organizer(events) => self.organizer.extend(events.iter().cloned()),
             MailEvent::NotMail => {}
         }
         if *event != MailEvent::NotMail {
@@ -104,6 +111,7 @@ pub async fn send_pending(
 ) -> Result<SyncReport, DeviceError> {
     let mut report = SyncReport::default();
     crate::manage::send_pending(conn).await?;
+    report.organizer_sent = crate::organizer::send_pending(conn).await?;
     for submit in store.unsent().await? {
         conn.send(&envelope(Body::MailSubmit(submit))).await?;
         report.submits_sent += 1;
@@ -139,6 +147,7 @@ pub async fn sync(
     let sent = send_pending(conn, store).await?;
     report.submits_sent = sent.submits_sent;
     report.changes_sent = sent.changes_sent;
+    report.organizer_sent = sent.organizer_sent;
     while let Ok(item) = tokio::time::timeout(idle, conn.recv()).await {
         process(conn, store, &item?, &mut report).await?;
         if report.ended {
@@ -180,6 +189,11 @@ async fn process(
     };
     if let Some(events) = managed {
         let event = MailEvent::Managed(events);
+        report.note(&event);
+        return Ok(event);
+    }
+    if let Some(events) = crate::organizer::handle(conn, item).await? {
+        let event = MailEvent::Organizer(events);
         report.note(&event);
         return Ok(event);
     }
@@ -385,4 +399,34 @@ pub async fn wait_for_submit(
         }
     }
     Ok(entry)
+}
+
+/// Sends what waits ([`send_pending`]: the organizer's changes among it) and handles what
+/// arrives until every organizer batch the device sent is answered, or `wait` has passed.
+/// The report's [`SyncReport::organizer`] says what became of the changes; whatever did
+/// not get an answer in time is sent again on the next connection.
+///
+/// # Errors
+/// A connection failure, or when a store cannot be used.
+pub async fn wait_for_organizer(
+    conn: &mut Connection<'_>,
+    store: &MailStore,
+    wait: Duration,
+) -> Result<SyncReport, DeviceError> {
+    let mut report = SyncReport::default();
+    let sent = send_pending(conn, store).await?;
+    report.organizer_sent = sent.organizer_sent;
+    let organizer = conn.device().organizer().await?;
+    let deadline = Instant::now() + wait;
+    while !organizer.pending_batches().await?.is_empty() {
+        let Ok(item) = tokio::time::timeout_at(deadline, conn.recv()).await else {
+            break;
+        };
+        let event = process(conn, store, &item?, &mut report).await?;
+        if event.ends_session() {
+            report.ended = true;
+            break;
+        }
+    }
+    Ok(report)
 }

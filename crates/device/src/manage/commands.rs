@@ -184,12 +184,21 @@ impl Device {
             format!("{}-wal", crate::mail::MAIL_DB),
             format!("{}-shm", crate::mail::MAIL_DB),
             "attachments".to_owned(),
+            crate::organizer::ORGANIZER_DB.to_owned(),
+            format!("{}-wal", crate::organizer::ORGANIZER_DB),
+            format!("{}-shm", crate::organizer::ORGANIZER_DB),
         ]
         .into();
+        self.drop_organizer();
         for f in &files {
             names.push(format!("{}/{f}", super::software::APPS_DIR));
             self.runtime.memory_packages.remove(f);
         }
+        // The options are the phone user's and stay; their backup went with the server.
+        self.update_options(|o| {
+            o.backup = false;
+            o.backup_due = false;
+        })?;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         self.home_store().remove(&names)
     }

@@ -3,6 +3,7 @@
 mod home;
 mod mail;
 mod manage;
+mod organizer;
 mod relay;
 
 use bramble_proto::SrpId;
