@@ -331,7 +331,7 @@ async fn set_group(
     let cfg = &state.sync_config;
     let current = DbSetting {
         database: db,
-        enabled: existing.as_ref().map_or(true, |s| s.enabled),
+        enabled: existing.as_ref().is_none_or(|s| s.enabled),
         direction: existing
             .as_ref()
             .and_then(|s| Direction::from_name(&s.direction))

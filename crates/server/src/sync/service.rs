@@ -106,7 +106,15 @@ struct Ctx {
 /// The service's task.
 pub struct SyncService {
     ctx: Arc<Ctx>,
-    workers: HashMap<String, mpsc::Sender<Work>>,
+    workers: HashMap<String, WorkerHandle>,
+}
+
+/// A worker's channel, and whether a poll is already waiting in it (polls are never queued
+/// twice: a user whose poll takes longer than the interval would otherwise see answers from
+/// the device wait behind a pile of polls).
+struct WorkerHandle {
+    tx: mpsc::Sender<Work>,
+    poll_queued: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for SyncService {
@@ -190,21 +198,22 @@ impl SyncService {
                 return;
             }
         };
-        self.to_worker(&email, work);
+        self.give_worker(&email, work);
     }
 
-    fn to_worker(&mut self, email: &str, work: Work) {
-        let tx = self
-            .workers
-            .entry(email.to_owned())
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(1024);
-                let worker = Worker::new(email.to_owned(), self.ctx.clone());
-                tokio::spawn(worker.run(rx));
-                tx
-            })
-            .clone();
-        if let Err(e) = tx.try_send(work) {
+    fn give_worker(&mut self, email: &str, work: Work) {
+        use std::sync::atomic::Ordering;
+        let handle = self.workers.entry(email.to_owned()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(1024);
+            let poll_queued = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let worker = Worker::new(email.to_owned(), self.ctx.clone(), poll_queued.clone());
+            tokio::spawn(worker.run(rx));
+            WorkerHandle { tx, poll_queued }
+        });
+        if matches!(work, Work::Poll(_)) && handle.poll_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = handle.tx.try_send(work) {
             tracing::warn!(user = %email, "the synchronization worker is overloaded; dropped: {e}");
         }
     }
@@ -222,7 +231,7 @@ impl SyncService {
                 .as_deref()
                 .is_none_or(|w| w.eq_ignore_ascii_case(&d.email))
             {
-                self.to_worker(&d.email, Work::SettingsChanged(Pin(d.pin)));
+                self.give_worker(&d.email, Work::SettingsChanged(Pin(d.pin)));
             }
         }
     }
@@ -239,7 +248,7 @@ impl SyncService {
             }
         };
         for d in devices {
-            self.to_worker(&d.email, Work::Poll(Pin(d.pin)));
+            self.give_worker(&d.email, Work::Poll(Pin(d.pin)));
         }
     }
 }
@@ -292,6 +301,8 @@ struct Worker {
     /// Resources reported as malformed, by href, with the etag reported (not again until it
     /// changes).
     reported: HashMap<String, String>,
+    /// Set while a poll waits in this worker's channel.
+    poll_queued: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn envelope(body: Body) -> Envelope {
@@ -337,7 +348,11 @@ fn outcome(uid: &str, state: RecordState, version: &str, detail: &str) -> schema
 }
 
 impl Worker {
-    fn new(email: String, ctx: Arc<Ctx>) -> Worker {
+    fn new(
+        email: String,
+        ctx: Arc<Ctx>,
+        poll_queued: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Worker {
         Worker {
             email,
             ctx,
@@ -348,6 +363,7 @@ impl Worker {
             next_batch: u64::try_from(now_ms()).unwrap_or(1).saturating_mul(1000),
             slow: None,
             reported: HashMap::new(),
+            poll_queued,
         }
     }
 
@@ -355,7 +371,11 @@ impl Worker {
         while let Some(work) = rx.recv().await {
             let r = match work {
                 Work::Device(pin, env) => self.device(pin, env).await,
-                Work::Poll(pin) => self.poll(pin).await,
+                Work::Poll(pin) => {
+                    self.poll_queued
+                        .store(false, std::sync::atomic::Ordering::Release);
+                    self.poll(pin).await
+                }
                 Work::SettingsChanged(pin) => self.send_configuration(pin).await,
             };
             if let Err(e) = r {
@@ -635,11 +655,13 @@ impl Worker {
         mut have: HashMap<String, (String, String)>,
     ) -> Result<u32, SyncError> {
         let retry = self.ctx.cfg.retry_after;
-        self.in_flight.retain(|_, s| s.at.elapsed() < retry);
+        // An unanswered batch is sent again after `retry_after`; its answer is still taken
+        // when it comes late, unless it is very late.
+        self.in_flight.retain(|_, s| s.at.elapsed() < retry * 10);
         let busy: HashSet<&str> = self
             .in_flight
             .values()
-            .filter(|s| s.database == db)
+            .filter(|s| s.database == db && s.at.elapsed() < retry)
             .flat_map(|s| s.records.iter().map(|(u, _)| u.as_str()))
             .collect();
         let rows = self
@@ -763,8 +785,10 @@ impl Worker {
     /// The device's answer to a batch of ours.
     async fn device_result(&mut self, r: schema::OrganizerBatchResult) -> Result<(), SyncError> {
         let Some(sent) = self.in_flight.remove(&r.batch_id) else {
+            tracing::debug!(user = %self.email, batch = r.batch_id, "an answer to a batch not in flight (answered before, or too late)");
             return Ok(());
         };
+        tracing::debug!(user = %self.email, batch = r.batch_id, outcomes = r.outcomes.len(), "the device answered a batch");
         let db = sent.database;
         let rows = self
             .ctx
@@ -1232,7 +1256,16 @@ impl Worker {
                 )),
             };
         };
-        if device_wins(rule, rec.modified_ms, server_ms(&row, &data)) {
+        // A server copy this service had not seen yet changed at the latest now.
+        let server_changed = if row.etag.as_deref() == Some(etag.as_str()) {
+            server_ms(&row, &data)
+        } else {
+            parse(db, &data)
+                .ok()
+                .and_then(|r| r.summary.modified_ms)
+                .unwrap_or(now)
+        };
+        if device_wins(rule, rec.modified_ms, server_changed) {
             match client.update(db, &href, &rec.data, &etag).await? {
                 PutOutcome::Stored { href, etag } => Ok(stored(href, etag, updates)),
                 PutOutcome::Conflict => Ok(outcome(
