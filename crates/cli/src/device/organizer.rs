@@ -371,10 +371,15 @@ async fn send_change(device: &mut Device, e: &OrganizerEntry) -> Result<()> {
 }
 
 fn title(e: &OrganizerEntry) -> String {
-    if e.summary.title.is_empty() {
+    let t = if e.summary.title.is_empty() {
         "(untitled)".to_owned()
     } else {
         e.summary.title.clone()
+    };
+    // A meeting someone invited the user to shows as one, as on a BlackBerry.
+    match (&e.summary.organizer, e.summary.invitation) {
+        (Some(o), true) => format!("{t} (invitation from {o})"),
+        _ => t,
     }
 }
 

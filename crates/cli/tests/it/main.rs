@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod filters;
 mod kill;
+mod organizer;
 mod policy;
 mod relay_device;
 mod serve;
