@@ -420,7 +420,13 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result {
         if entry.file_type()?.is_dir() {
             copy_dir(&entry.path(), &target)?;
         } else if entry.file_name() != "lock" {
-            std::fs::copy(entry.path(), target)?;
+            match std::fs::copy(entry.path(), target) {
+                // An SQLite journal (-wal, -shm) of a store still open may go meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => {
+                    other?;
+                }
+            }
         }
     }
     Ok(())
