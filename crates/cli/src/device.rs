@@ -15,7 +15,7 @@ use bramble_proto::schema::envelope::Body;
 use crate::output;
 use crate::tui::view::short;
 
-mod organizer;
+pub(crate) mod organizer;
 
 /// How long `read --more` waits for the server's answer.
 const MORE_TIMEOUT: Duration = Duration::from_secs(30);

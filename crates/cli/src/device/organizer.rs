@@ -370,7 +370,9 @@ async fn send_change(device: &mut Device, e: &OrganizerEntry) -> Result<()> {
     }
 }
 
-fn title(e: &OrganizerEntry) -> String {
+/// A record's title as lists show it: "(untitled)" when it has none, a meeting invitation
+/// marked "(invitation from X)".
+pub(crate) fn title(e: &OrganizerEntry) -> String {
     let t = if e.summary.title.is_empty() {
         "(untitled)".to_owned()
     } else {
@@ -383,7 +385,8 @@ fn title(e: &OrganizerEntry) -> String {
     }
 }
 
-fn state_text(e: &OrganizerEntry) -> String {
+/// Where a record stands, in a list's words ("" when synchronized).
+pub(crate) fn state_text(e: &OrganizerEntry) -> String {
     match (&e.detail, e.state) {
         (Some(_), _) => "refused".into(),
         (None, RecordState::Synced) => String::new(),
@@ -392,7 +395,8 @@ fn state_text(e: &OrganizerEntry) -> String {
     }
 }
 
-fn when(e: &OrganizerEntry) -> String {
+/// When an event is, a task is due or a memo is dated ("" for contacts).
+pub(crate) fn when(e: &OrganizerEntry) -> String {
     let s = &e.summary;
     match e.database {
         Database::Calendar => match (&s.start, &s.end) {
@@ -462,11 +466,13 @@ fn print_list(db: Database, entries: &[OrganizerEntry]) {
     output::table(&header, &rows);
 }
 
-fn print_entry(e: &OrganizerEntry) {
+/// The fields `show` prints of a record, label and value, the empty ones left out.
+pub(crate) fn entry_fields(e: &OrganizerEntry) -> Vec<(&'static str, String)> {
     let s = &e.summary;
-    let line = |label: &str, v: &str| {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    let mut line = |label: &'static str, v: &str| {
         if !v.is_empty() {
-            println!("{label:<14}{v}");
+            out.push((label, v.to_owned()));
         }
     };
     line("UID", &e.uid);
@@ -501,6 +507,13 @@ fn print_entry(e: &OrganizerEntry) {
         },
     );
     line("Version", e.version.as_deref().unwrap_or(""));
+    out
+}
+
+fn print_entry(e: &OrganizerEntry) {
+    for (label, v) in entry_fields(e) {
+        println!("{label:<14}{v}");
+    }
     println!();
     print!("{}", e.data);
     if !e.data.ends_with('\n') {

@@ -3,10 +3,16 @@
 //! touches a terminal, the mail store or the network — the loop in `tui/mod.rs` does that and
 //! feeds the results back (`set_inbox`, `show_message`, `start_compose`, …).
 //!
-//! Must not touch: the mail store, the connection, the terminal, the clock (times arrive as
-//! values, so tests are repeatable).
+//! The organizer's screens (calendar, contacts, tasks, memos) work the same way: a key
+//! switches [`Page`], the loop loads the records ([`App::set_records`]), and adding, deleting
+//! or completing one is an [`Action`] the loop stores and sends.
+//!
+//! Must not touch: the mail store, the organizer store, the connection, the terminal, the
+//! clock (times arrive as values, so tests are repeatable).
 
+use bramble_device::OrganizerEntry;
 use bramble_device::mail::{Change, Draft, MailKind, Message, MessageSummary, OutboxState};
+use bramble_organizer::{Database, Fields};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// How many lines PgUp/PgDn/Space scroll a message.
@@ -43,6 +49,70 @@ pub enum Action {
     Send(Draft),
     /// Unlock the device with this password.
     Unlock(String),
+    /// Load the records of this database (its screen was switched to).
+    ShowRecords(Database),
+    /// Show this record with all its fields.
+    OpenRecord(Database, String),
+    /// Add a record with these fields, and send it.
+    AddRecord(Database, Fields),
+    /// Delete this record, and send the deletion.
+    DeleteRecord(Database, String),
+    /// Mark this task done (`true`) or not done, and send the change.
+    SetDone(String, bool),
+}
+
+/// Which screen is shown: the inbox, or one of the organizer's databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The messages.
+    Inbox,
+    /// The records of a database.
+    Organizer(Database),
+}
+
+impl Page {
+    /// The screens in the order of their keys, `1` to `5` (Tab goes to the next).
+    pub const ALL: [Page; 5] = [
+        Page::Inbox,
+        Page::Organizer(Database::Calendar),
+        Page::Organizer(Database::Contacts),
+        Page::Organizer(Database::Tasks),
+        Page::Organizer(Database::Memos),
+    ];
+
+    /// Its name on the screen switcher.
+    pub fn name(self) -> &'static str {
+        match self {
+            Page::Inbox => "Inbox",
+            Page::Organizer(db) => db.title(),
+        }
+    }
+
+    fn index(self) -> usize {
+        Page::ALL.iter().position(|p| *p == self).unwrap_or(0)
+    }
+}
+
+/// A record being added: one line, the contact's name or the title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordForm {
+    /// The database it goes to.
+    pub database: Database,
+    /// What is typed.
+    pub input: TextArea,
+    /// Handed to the loop; waiting for the store to take it.
+    pub submitting: bool,
+}
+
+impl RecordForm {
+    /// The field's label: "Name:" for a contact, "Title:" for the others.
+    pub fn label(&self) -> &'static str {
+        if self.database == Database::Contacts {
+            "Name:"
+        } else {
+            "Title:"
+        }
+    }
 }
 
 /// The password screen of a locked device: nothing else is shown until the right password is
@@ -349,6 +419,15 @@ pub enum Ask {
         /// What is typed.
         input: TextArea,
     },
+    /// Delete this organizer record? y/n.
+    DeleteRecord {
+        /// Its database.
+        database: Database,
+        /// Its UID.
+        uid: String,
+        /// Its title, to show.
+        title: String,
+    },
     /// Save which attachment?
     Attachment {
         /// The message.
@@ -398,6 +477,16 @@ pub struct App {
     pub sending: Vec<Sending>,
     /// The password screen, when the device is locked.
     pub lock: Option<LockScreen>,
+    /// The screen shown.
+    pub page: Page,
+    /// The records of the organizer screen shown, as the store lists them.
+    pub records: Vec<OrganizerEntry>,
+    /// The selected row of the records.
+    pub record_selected: usize,
+    /// The record shown, if one is.
+    pub record: Option<OrganizerEntry>,
+    /// The form adding a record, when one is open.
+    pub form: Option<RecordForm>,
 }
 
 fn key_is(key: &KeyEvent, c: char) -> bool {
@@ -426,6 +515,11 @@ impl App {
             notice: None,
             sending: Vec::new(),
             lock: None,
+            page: Page::Inbox,
+            records: Vec::new(),
+            record_selected: 0,
+            record: None,
+            form: None,
         }
     }
 
@@ -566,6 +660,54 @@ impl App {
         }
     }
 
+    /// The records of `database`, loaded (or loaded again): kept only while its screen is
+    /// shown, the selected record staying selected where it still is.
+    pub fn set_records(&mut self, database: Database, records: Vec<OrganizerEntry>) {
+        if self.page != Page::Organizer(database) {
+            return;
+        }
+        let was = self
+            .records
+            .get(self.record_selected)
+            .map(|e| e.uid.clone());
+        self.records = records;
+        self.record_selected = was
+            .and_then(|u| self.records.iter().position(|e| e.uid == u))
+            .unwrap_or(self.record_selected)
+            .min(self.records.len().saturating_sub(1));
+    }
+
+    /// Shows a record (opened, or the open one again after a change).
+    pub fn show_record(&mut self, entry: OrganizerEntry) {
+        if self.page != Page::Organizer(entry.database) {
+            return;
+        }
+        if let Some(i) = self.records.iter().position(|e| e.uid == entry.uid) {
+            self.record_selected = i;
+        }
+        self.record = Some(entry);
+    }
+
+    /// The open record is no longer on the device.
+    pub fn record_gone(&mut self, why: &str) {
+        if self.record.take().is_some() {
+            self.notice = Some(why.to_owned());
+        }
+    }
+
+    /// The store took the record being added: close the form.
+    pub fn record_added(&mut self) {
+        self.form = None;
+    }
+
+    /// The store refused the record being added: say why, and keep the form.
+    pub fn record_refused(&mut self, why: &str) {
+        if let Some(f) = &mut self.form {
+            f.submitting = false;
+        }
+        self.notice = Some(why.to_owned());
+    }
+
     /// Something to tell the user, on the line above the status.
     pub fn notify(&mut self, text: impl Into<String>) {
         self.notice = Some(text.into());
@@ -596,10 +738,26 @@ impl App {
         if self.compose.is_some() {
             return "Tab next field · Ctrl-S (or Ctrl-D) send · Esc cancel";
         }
+        if self.form.is_some() {
+            return "Enter save · Esc cancel";
+        }
         match &self.ask {
-            Some(Ask::Delete { .. }) => return "y delete · n keep it",
+            Some(Ask::Delete { .. } | Ask::DeleteRecord { .. }) => return "y delete · n keep it",
             Some(_) => return "Enter OK · Esc cancel",
             None => {}
+        }
+        if let Page::Organizer(db) = self.page {
+            return match (db == Database::Tasks, self.record.is_some()) {
+                (true, true) => "x done/not done · d delete · Esc back · 1-5/Tab screens · q quit",
+                (false, true) => "d delete · Esc back · 1-5/Tab screens · q quit",
+                (true, false) => {
+                    "↑↓/jk move · Enter open · n new · x done/not done · d delete · \
+                     1-5/Tab screens · q quit"
+                }
+                (false, false) => {
+                    "↑↓/jk move · Enter open · n new · d delete · 1-5/Tab screens · q quit"
+                }
+            };
         }
         if self.open.is_some() {
             "↑↓ scroll · m more · a attachment · r/R reply · f forward · u unread · s flag · \
@@ -626,10 +784,19 @@ impl App {
         if self.compose.is_some() {
             return self.compose_key(&key);
         }
+        if self.form.is_some() {
+            return self.form_key(&key);
+        }
         if self.ask.is_some() {
             return self.ask_key(&key);
         }
         self.notice = None;
+        if let Some(page) = self.page_key(&key) {
+            return self.switch_to(page);
+        }
+        if let Page::Organizer(db) = self.page {
+            return self.organizer_key(db, &key);
+        }
         if self.open.is_some() {
             if let Some(a) = self.reading_key(&key) {
                 return a;
@@ -638,6 +805,139 @@ impl App {
             return a;
         }
         self.common_key(&key)
+    }
+
+    /// The screen a switching key asks for: `1`–`5`, Tab and Shift-Tab.
+    fn page_key(&self, key: &KeyEvent) -> Option<Page> {
+        let i = self.page.index();
+        let n = Page::ALL.len();
+        match key.code {
+            KeyCode::Tab => Some(Page::ALL[(i + 1) % n]),
+            KeyCode::BackTab => Some(Page::ALL[(i + n - 1) % n]),
+            KeyCode::Char(c @ '1'..='5') if key_is(key, c) => {
+                Page::ALL.get(usize::from(c as u8 - b'1')).copied()
+            }
+            _ => None,
+        }
+    }
+
+    /// Shows another screen; an organizer screen's records are to be loaded.
+    pub fn switch_to(&mut self, page: Page) -> Option<Action> {
+        self.page = page;
+        self.record = None;
+        match page {
+            Page::Inbox => None,
+            Page::Organizer(db) => {
+                self.records.clear();
+                self.record_selected = 0;
+                Some(Action::ShowRecords(db))
+            }
+        }
+    }
+
+    /// The record the keys act on: the open one, else the selected one.
+    fn current_record(&self) -> Option<&OrganizerEntry> {
+        self.record
+            .as_ref()
+            .or_else(|| self.records.get(self.record_selected))
+    }
+
+    /// Keys of an organizer screen (its list, or a record shown).
+    fn organizer_key(&mut self, db: Database, key: &KeyEvent) -> Option<Action> {
+        if key_is(key, 'q') {
+            return Some(Action::Quit);
+        }
+        if key_is(key, 'd') || key.code == KeyCode::Delete {
+            let e = self.current_record()?;
+            self.ask = Some(Ask::DeleteRecord {
+                database: db,
+                uid: e.uid.clone(),
+                title: e.summary.title.clone(),
+            });
+            return None;
+        }
+        if key_is(key, 'x') && db == Database::Tasks {
+            let e = self.current_record()?;
+            return Some(Action::SetDone(e.uid.clone(), !e.summary.completed));
+        }
+        if self.record.is_some() {
+            if matches!(key.code, KeyCode::Esc | KeyCode::Left | KeyCode::Backspace)
+                || key_is(key, 'h')
+            {
+                self.record = None;
+            }
+            return None;
+        }
+        let last = self.records.len().saturating_sub(1);
+        let sel = &mut self.record_selected;
+        match key.code {
+            KeyCode::Up => *sel = sel.saturating_sub(1),
+            KeyCode::Down => *sel = (*sel + 1).min(last),
+            KeyCode::Char('k') if key_is(key, 'k') => *sel = sel.saturating_sub(1),
+            KeyCode::Char('j') if key_is(key, 'j') => *sel = (*sel + 1).min(last),
+            KeyCode::Home | KeyCode::Char('g') => *sel = 0,
+            KeyCode::End | KeyCode::Char('G') => *sel = last,
+            KeyCode::PageUp => *sel = sel.saturating_sub(usize::from(PAGE)),
+            KeyCode::PageDown => *sel = (*sel + usize::from(PAGE)).min(last),
+            KeyCode::Enter => {
+                return self
+                    .records
+                    .get(self.record_selected)
+                    .map(|e| Action::OpenRecord(db, e.uid.clone()));
+            }
+            KeyCode::Char('n') if key_is(key, 'n') => {
+                self.form = Some(RecordForm {
+                    database: db,
+                    input: TextArea::new("", false),
+                    submitting: false,
+                });
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Keys in the form adding a record.
+    fn form_key(&mut self, key: &KeyEvent) -> Option<Action> {
+        let f = self.form.as_mut()?;
+        if f.submitting {
+            return None;
+        }
+        match key.code {
+            KeyCode::Esc => {
+                self.form = None;
+                self.notice = Some("Nothing added.".to_owned());
+                None
+            }
+            KeyCode::Enter => {
+                let text = f.input.text().trim().to_owned();
+                if text.is_empty() {
+                    self.notice = Some(format!(
+                        "Type the {}'s {}.",
+                        f.database.noun(),
+                        if f.database == Database::Contacts {
+                            "name"
+                        } else {
+                            "title"
+                        }
+                    ));
+                    return None;
+                }
+                f.submitting = true;
+                self.notice = None;
+                Some(Action::AddRecord(
+                    f.database,
+                    Fields {
+                        title: Some(text),
+                        ..Fields::default()
+                    },
+                ))
+            }
+            _ => {
+                f.input.key(key);
+                None
+            }
+        }
     }
 
     /// Keys of the inbox list; `None` when not one of them.
@@ -767,6 +1067,26 @@ impl App {
                 }
                 if !(key_is(key, 'n') || key_is(key, 'N') || key.code == KeyCode::Esc) {
                     self.ask = Some(Ask::Delete { ref_id, subject });
+                }
+                None
+            }
+            Ask::DeleteRecord {
+                database,
+                uid,
+                title,
+            } => {
+                if key_is(key, 'y') || key_is(key, 'Y') {
+                    if self.record.as_ref().is_some_and(|e| e.uid == uid) {
+                        self.record = None;
+                    }
+                    return Some(Action::DeleteRecord(database, uid));
+                }
+                if !(key_is(key, 'n') || key_is(key, 'N') || key.code == KeyCode::Esc) {
+                    self.ask = Some(Ask::DeleteRecord {
+                        database,
+                        uid,
+                        title,
+                    });
                 }
                 None
             }

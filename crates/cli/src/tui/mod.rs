@@ -5,7 +5,10 @@
 //! and [`Connection::recv`], every item received handed to
 //! [`mail::handle_and_answer`] before the next `recv` (so nothing the relay forgets is lost);
 //! pending submits and changes sent with [`mail::send_pending`]; a dropped connection retried
-//! with back-off while the screen keeps working from the mail store. The screen's state and
+//! with back-off while the screen keeps working from the mail store. The organizer's screens
+//! read and change the [`OrganizerStore`]; a change is queued there and sent at once on the
+//! live connection with [`organizer::send_pending`] (else on the next one), and the records
+//! the server sends ([`MailEvent::Organizer`]) reload the screen shown. The screen's state and
 //! what keys do live in [`app`] (pure, tested without a terminal), the drawing in [`view`].
 //!
 //! The lock: a locked device (by its user, its administrator, or after the IT policy's
@@ -15,8 +18,8 @@
 //! ([`bramble_device::ManageEvent`]) is shown as a notice.
 //!
 //! Must not touch: the device's keys and state (only [`Device::connect`] and the device's
-//! own lock, unlock and policy accessors), the mail store's tables (only [`MailStore`]'s
-//! methods). The terminal is put back as it was on every way out:
+//! own lock, unlock and policy accessors), the mail store's and organizer store's tables
+//! (only [`MailStore`]'s and [`OrganizerStore`]'s methods). The terminal is put back as it was on every way out:
 //! `q`, an error, or a panic.
 
 pub mod app;
@@ -33,7 +36,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bramble_device::mail::{self, Change, MailEvent, MailStore};
-use bramble_device::{Connection, Device, DeviceError};
+use bramble_device::organizer::{self, OrganizerEntry, OrganizerEvent, RecordState};
+use bramble_device::{Connection, Device, DeviceError, OrganizerStore};
+use bramble_organizer::{Database, Fields};
 use bramble_proto::schema::{AttachmentRequest, Envelope, MoreRequest, envelope::Body};
 use crossterm::event::{Event, EventStream};
 use futures::StreamExt;
@@ -41,7 +46,7 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::time::Instant;
 
-use app::{Action, App, Link};
+use app::{Action, App, Link, Page};
 
 /// The first wait before connecting again; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -71,6 +76,7 @@ pub async fn run(device: &mut Device) -> Result<()> {
         .context("the device has no home directory")?;
     init_file_logging(&home);
     let store = device.mail_store().await?;
+    let org = device.organizer().await?;
     let own = device.profile().map(|p| p.email.clone());
     let mut app = App::new(format!(
         "{} · PIN {}",
@@ -88,6 +94,7 @@ pub async fn run(device: &mut Device) -> Result<()> {
     }
     let mut sess = Session {
         store: &store,
+        org,
         own,
         attachments: home.join("attachments"),
         want_more: BTreeSet::new(),
@@ -224,6 +231,8 @@ impl From<io::Error> for Stop {
 /// What the loop keeps besides the screen's state.
 struct Session<'s> {
     store: &'s MailStore,
+    /// The organizer's records.
+    org: OrganizerStore,
     /// The user's own address (left out of a reply to all).
     own: Option<String>,
     /// Where attachments are saved: `HOME/attachments`.
@@ -442,6 +451,7 @@ async fn online_loop(
                         sess.policy = Policy::of(conn.device());
                         managed_events(&events, app)?;
                     }
+                    MailEvent::Organizer(events) => organizer_events(&events, app, sess).await?,
                     other => mail_event(other, app, sess).await?,
                 }
             }
@@ -533,6 +543,7 @@ async fn terminal_event(
         Err(e) => {
             app.notify(e.to_string());
             refresh(app, sess.store).await?;
+            refresh_records(app, &sess.org).await?;
             Ok(())
         }
     }
@@ -546,8 +557,31 @@ async fn perform(
     mut conn: Option<&mut Connection<'_>>,
 ) -> Result<(), DeviceError> {
     let store = sess.store;
+    if let Some(change) = record_action(action.clone(), app, &sess.org).await? {
+        let done = app.notice.take().unwrap_or_default();
+        if change.state == RecordState::Local {
+            app.notify(format!(
+                "{done} {} are synchronized from the server only: it stays on this device.",
+                change.database.title()
+            ));
+        } else if let Some(c) = conn {
+            organizer::send_pending(c).await?;
+            app.notify(done);
+        } else {
+            app.notify(format!(
+                "{done} Out of coverage: it is sent once connected."
+            ));
+        }
+        return Ok(());
+    }
     match action {
-        Action::Quit | Action::Unlock(_) => {}
+        Action::Quit
+        | Action::Unlock(_)
+        | Action::ShowRecords(_)
+        | Action::OpenRecord(..)
+        | Action::AddRecord(..)
+        | Action::DeleteRecord(..)
+        | Action::SetDone(..) => {}
         Action::Open(ref_id) => {
             let m = store.message(ref_id).await?;
             if !m.seen {
@@ -634,6 +668,106 @@ async fn perform(
     if let Some(c) = conn {
         mail::send_pending(c, store).await?;
     }
+    Ok(())
+}
+
+/// Carries out an organizer action (`None` for the others); the record changed, when one was
+/// (its change is queued in the store, to send).
+async fn record_action(
+    action: Action,
+    app: &mut App,
+    org: &OrganizerStore,
+) -> Result<Option<OrganizerEntry>, DeviceError> {
+    let changed = match action {
+        Action::ShowRecords(db) => {
+            app.set_records(db, org.list(db).await?);
+            return Ok(None);
+        }
+        Action::OpenRecord(db, uid) => {
+            app.show_record(org.get(db, &uid).await?);
+            return Ok(None);
+        }
+        Action::AddRecord(db, fields) => {
+            let uid = match org.add(db, &fields).await {
+                Ok(uid) => uid,
+                Err(e) if !e.is_transient() => {
+                    app.record_refused(&e.to_string());
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let e = org.get(db, &uid).await?;
+            app.record_added();
+            app.notify(format!("Added {}.", the(&e)));
+            e
+        }
+        Action::DeleteRecord(db, uid) => {
+            let e = org.get(db, &uid).await?;
+            org.delete(db, &uid).await?;
+            app.notify(format!("Deleted {}.", the(&e)));
+            e
+        }
+        Action::SetDone(uid, done) => {
+            let fields = Fields {
+                completed: Some(done),
+                ..Fields::default()
+            };
+            let e = org.edit(Database::Tasks, &uid, &fields).await?;
+            app.notify(format!(
+                "{} {}.",
+                if done { "Done:" } else { "Not done:" },
+                the(&e)
+            ));
+            e
+        }
+        _ => return Ok(None),
+    };
+    refresh_records(app, org).await?;
+    Ok(Some(changed))
+}
+
+/// "the task “Call Bob”", for the notices.
+fn the(e: &OrganizerEntry) -> String {
+    format!(
+        "the {} “{}”",
+        e.database.noun(),
+        crate::device::organizer::title(e)
+    )
+}
+
+/// Reloads the organizer screen shown, and the record open on it, from the store.
+async fn refresh_records(app: &mut App, org: &OrganizerStore) -> Result<(), DeviceError> {
+    let Page::Organizer(db) = app.page else {
+        return Ok(());
+    };
+    app.set_records(db, org.list(db).await?);
+    if let Some(uid) = app.record.as_ref().map(|e| e.uid.clone()) {
+        match org.get(db, &uid).await {
+            Ok(e) => app.show_record(e),
+            Err(DeviceError::NoSuchRecord { .. }) => {
+                app.record_gone(&format!("The {} was deleted.", db.noun()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What the synchronization service did: the screen shown reloaded, the events told.
+async fn organizer_events(
+    events: &[OrganizerEvent],
+    app: &mut App,
+    sess: &Session<'_>,
+) -> Result<(), DeviceError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    for e in events {
+        tracing::info!("{e}");
+    }
+    refresh_records(app, &sess.org).await?;
+    let text: Vec<String> = events.iter().map(ToString::to_string).collect();
+    app.notify(text.join(" "));
     Ok(())
 }
 

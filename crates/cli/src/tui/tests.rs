@@ -10,8 +10,11 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-use super::app::{Action, App, Ask, Field, Link};
+use super::app::{Action, App, Ask, Field, Link, Page};
 use super::{safe_file_name, view};
+use bramble_device::OrganizerEntry;
+use bramble_device::organizer::RecordState;
+use bramble_organizer::{Database, Fields, Summary};
 
 struct Item {
     ref_id: u64,
@@ -571,4 +574,314 @@ async fn tui_locking_over_a_draft_keeps_it_behind_the_password_screen() {
     app.unlocked();
     let c = app.compose.as_ref().expect("the draft is still there");
     assert_eq!(c.to.text(), "zoe@example.com");
+}
+
+// ---- the organizer's screens ------------------------------------------------------------------
+
+fn entry(database: Database, uid: &str, summary: Summary) -> OrganizerEntry {
+    OrganizerEntry {
+        database,
+        uid: uid.into(),
+        summary,
+        data: String::new(),
+        version: Some("v1".into()),
+        state: RecordState::Synced,
+        modified_ms: 1_700_000_000_000,
+        detail: None,
+    }
+}
+
+fn task(uid: &str, title: &str, completed: bool) -> OrganizerEntry {
+    entry(
+        Database::Tasks,
+        uid,
+        Summary {
+            title: title.into(),
+            completed,
+            due: Some("2026-12-24".into()),
+            ..Summary::default()
+        },
+    )
+}
+
+fn tasks() -> Vec<OrganizerEntry> {
+    vec![
+        task("t1", "Buy milk", true),
+        task("t2", "Call Bob", false),
+        task("t3", "File the report", false),
+    ]
+}
+
+/// An app on the tasks screen, its records loaded.
+async fn on_tasks(store: &MailStore) -> App {
+    let mut app = app_with(store).await;
+    assert_eq!(
+        app.on_key(ch('4')),
+        Some(Action::ShowRecords(Database::Tasks))
+    );
+    app.set_records(Database::Tasks, tasks());
+    app
+}
+
+#[tokio::test]
+async fn tui_screens_switch_with_digits_and_tab() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    assert_eq!(app.page, Page::Inbox);
+    assert_eq!(
+        app.on_key(ch('2')),
+        Some(Action::ShowRecords(Database::Calendar))
+    );
+    assert_eq!(app.page, Page::Organizer(Database::Calendar));
+    assert_eq!(
+        app.on_key(key(KeyCode::Tab)),
+        Some(Action::ShowRecords(Database::Contacts))
+    );
+    assert_eq!(
+        app.on_key(ch('5')),
+        Some(Action::ShowRecords(Database::Memos))
+    );
+    // Tab from the last screen comes back to the inbox; Shift-Tab goes the other way.
+    assert_eq!(app.on_key(key(KeyCode::Tab)), None);
+    assert_eq!(app.page, Page::Inbox);
+    assert_eq!(
+        app.on_key(key(KeyCode::BackTab)),
+        Some(Action::ShowRecords(Database::Memos))
+    );
+    assert_eq!(app.on_key(ch('1')), None);
+    assert_eq!(app.page, Page::Inbox);
+    // The inbox keys still work there.
+    assert_eq!(app.on_key(key(KeyCode::Enter)), Some(Action::Open(3)));
+    // Records of another screen than the one shown are not kept.
+    app.set_records(Database::Tasks, tasks());
+    assert!(app.records.is_empty());
+    let text = screen(&app);
+    assert!(
+        text.contains("1 Inbox  2 Calendar  3 Contacts  4 Tasks  5 Memos"),
+        "{text}"
+    );
+    // Locked: keys type the password, no screen changes.
+    app.lock_screen(false);
+    assert_eq!(app.on_key(ch('3')), None);
+    assert_eq!(app.on_key(key(KeyCode::Tab)), None);
+    assert_eq!(app.page, Page::Inbox);
+    let text = screen(&app);
+    assert!(!text.contains("2 Calendar"), "{text}");
+}
+
+#[tokio::test]
+async fn tui_records_select_open_and_delete_after_asking() {
+    let store = store().await;
+    let mut app = on_tasks(&store).await;
+    assert_eq!(app.record_selected, 0);
+    assert_eq!(app.on_key(ch('j')), None);
+    assert_eq!(app.on_key(key(KeyCode::Down)), None);
+    assert_eq!(app.on_key(key(KeyCode::Down)), None, "stays on the last");
+    assert_eq!(app.record_selected, 2);
+    assert_eq!(app.on_key(ch('k')), None);
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::OpenRecord(Database::Tasks, "t2".into()))
+    );
+    app.show_record(tasks()[1].clone());
+    let text = screen(&app);
+    assert!(text.contains("Tasks: Call Bob"), "{text}");
+    assert!(text.contains("Done          no"), "{text}");
+    assert!(text.contains("When          2026-12-24"), "{text}");
+    assert_eq!(app.on_key(key(KeyCode::Esc)), None);
+    assert!(app.record.is_none());
+
+    // d asks first; n keeps it.
+    assert_eq!(app.on_key(ch('d')), None);
+    assert!(matches!(&app.ask, Some(Ask::DeleteRecord { uid, .. }) if uid == "t2"));
+    assert!(
+        screen(&app).contains("Delete the task “Call Bob”? (y/n)"),
+        "{}",
+        screen(&app)
+    );
+    assert_eq!(app.on_key(ch('x')), None, "neither yes nor no: still asked");
+    assert!(app.ask.is_some());
+    assert_eq!(app.on_key(ch('n')), None);
+    assert!(app.ask.is_none());
+    // y deletes, also from the record shown (which closes).
+    app.show_record(tasks()[1].clone());
+    assert_eq!(app.on_key(ch('d')), None);
+    assert_eq!(
+        app.on_key(ch('y')),
+        Some(Action::DeleteRecord(Database::Tasks, "t2".into()))
+    );
+    assert!(app.record.is_none());
+    // The list reloaded without it: the selection stays in range.
+    app.set_records(Database::Tasks, vec![tasks()[0].clone()]);
+    assert_eq!(app.record_selected, 0);
+    assert_eq!(app.on_key(ch('q')), Some(Action::Quit));
+}
+
+#[tokio::test]
+async fn tui_tasks_toggle_done_with_x() {
+    let store = store().await;
+    let mut app = on_tasks(&store).await;
+    assert_eq!(
+        app.on_key(ch('x')),
+        Some(Action::SetDone("t1".into(), false))
+    );
+    assert_eq!(app.on_key(ch('j')), None);
+    assert_eq!(
+        app.on_key(ch('x')),
+        Some(Action::SetDone("t2".into(), true))
+    );
+    app.show_record(tasks()[2].clone());
+    assert_eq!(
+        app.on_key(ch('x')),
+        Some(Action::SetDone("t3".into(), true))
+    );
+    // Not on other screens.
+    assert_eq!(
+        app.on_key(ch('2')),
+        Some(Action::ShowRecords(Database::Calendar))
+    );
+    app.set_records(Database::Calendar, vec![meeting()]);
+    assert_eq!(app.on_key(ch('x')), None);
+}
+
+#[tokio::test]
+async fn tui_new_record_form_saves_on_enter_and_cancels_on_esc() {
+    let store = store().await;
+    let mut app = on_tasks(&store).await;
+    assert_eq!(app.on_key(ch('n')), None);
+    assert!(app.form.is_some());
+    assert!(screen(&app).contains("New task"), "{}", screen(&app));
+    // Nothing typed: asked for a title.
+    assert_eq!(app.on_key(key(KeyCode::Enter)), None);
+    assert_eq!(app.notice.as_deref(), Some("Type the task's title."));
+    // Keys go to the form: q and digits are typed, not acted on.
+    type_text(&mut app, "Pay 2 bills q");
+    assert_eq!(app.page, Page::Organizer(Database::Tasks));
+    assert!(
+        screen(&app).contains("Title:   Pay 2 bills q"),
+        "{}",
+        screen(&app)
+    );
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Action::AddRecord(
+            Database::Tasks,
+            Fields {
+                title: Some("Pay 2 bills q".into()),
+                ..Fields::default()
+            }
+        ))
+    );
+    assert_eq!(app.on_key(ch('z')), None, "ignored while saving");
+    app.record_refused("The title is too long.");
+    assert!(app.form.is_some(), "kept to fix");
+    app.record_added();
+    assert!(app.form.is_none());
+
+    // Esc cancels; contacts ask for a name.
+    assert_eq!(
+        app.on_key(ch('3')),
+        Some(Action::ShowRecords(Database::Contacts))
+    );
+    assert_eq!(app.on_key(ch('n')), None);
+    assert!(screen(&app).contains("Name:"), "{}", screen(&app));
+    type_text(&mut app, "Bob");
+    assert_eq!(app.on_key(key(KeyCode::Esc)), None);
+    assert!(app.form.is_none());
+    assert_eq!(app.page, Page::Organizer(Database::Contacts));
+}
+
+fn meeting() -> OrganizerEntry {
+    entry(
+        Database::Calendar,
+        "e2",
+        Summary {
+            title: "Budget review".into(),
+            start: Some("2026-12-02 14:00 UTC".into()),
+            end: Some("2026-12-02 15:00 UTC".into()),
+            location: Some("Room 4".into()),
+            organizer: Some("boss@example.com".into()),
+            attendees: vec!["bob@example.com".into()],
+            invitation: true,
+            ..Summary::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn tui_calendar_and_tasks_lists_render() {
+    let store = store().await;
+    let mut app = app_with(&store).await;
+    assert_eq!(
+        app.on_key(ch('2')),
+        Some(Action::ShowRecords(Database::Calendar))
+    );
+    let mut lunch = entry(
+        Database::Calendar,
+        "e1",
+        Summary {
+            title: "Lunch".into(),
+            start: Some("2026-12-01 12:00 UTC".into()),
+            ..Summary::default()
+        },
+    );
+    lunch.state = RecordState::New;
+    app.set_records(Database::Calendar, vec![lunch, meeting()]);
+    let lines = render(&app, 130, 24);
+    let text = lines.join("\n");
+    assert!(text.contains(" Calendar "), "{text}");
+    let row = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not shown:\n{text}"))
+    };
+    let (lunch_row, meeting_row) = (row("Lunch"), row("Budget review"));
+    assert!(lunch_row < meeting_row, "by start time:\n{text}");
+    assert!(lines[lunch_row].contains("2026-12-01 12:00 UTC"), "{text}");
+    assert!(lines[lunch_row].contains("new, not sent"), "{text}");
+    assert!(
+        lines[meeting_row].contains("Budget review (invitation from boss@example.com)"),
+        "{text}"
+    );
+    assert!(
+        lines[meeting_row].contains("2026-12-02 14:00 UTC – 2026-12-02 15:00 UTC"),
+        "{text}"
+    );
+    assert!(lines[meeting_row].contains("Room 4"), "{text}");
+    assert!(text.contains("n new"), "{text}");
+
+    // An event from the server arrives: shown on the notice line.
+    app.notify("Calendar: 1 new from the server.");
+    assert!(screen(&app).contains("Calendar: 1 new from the server."));
+
+    assert_eq!(
+        app.on_key(ch('4')),
+        Some(Action::ShowRecords(Database::Tasks))
+    );
+    app.set_records(Database::Tasks, tasks());
+    let lines = render(&app, 110, 24);
+    let text = lines.join("\n");
+    assert!(text.contains(" Tasks "), "{text}");
+    let done = lines
+        .iter()
+        .find(|l| l.contains("Buy milk"))
+        .expect("listed");
+    assert!(done.contains("[x]"), "{text}");
+    let open = lines
+        .iter()
+        .find(|l| l.contains("Call Bob"))
+        .expect("listed");
+    assert!(
+        open.contains("[ ]") && open.contains("2026-12-24"),
+        "{text}"
+    );
+    assert!(text.contains("x done/not done"), "{text}");
+
+    // No records: said so.
+    assert_eq!(
+        app.on_key(ch('5')),
+        Some(Action::ShowRecords(Database::Memos))
+    );
+    assert!(screen(&app).contains("No memos on this device. Press n to add one."));
 }

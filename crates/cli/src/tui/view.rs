@@ -1,10 +1,13 @@
-//! Drawing the [`App`] with ratatui: the title, the inbox or the open message or the editor,
-//! the outbox line, the status line (connection, unread count) and the key help.
+//! Drawing the [`App`] with ratatui: the title, the inbox or the open message or the editor
+//! (or an organizer screen: a database's records, or one record), the outbox line, the status
+//! line (connection, unread count), the screen switcher and the key help.
 //!
 //! Must not touch: the state (drawing only reads it), the terminal itself (ratatui's `Frame`
 //! is all it gets), the clock other than to write dates in local time.
 
+use bramble_device::OrganizerEntry;
 use bramble_device::mail::{Message, MessageSummary, OutboxState};
+use bramble_organizer::Database;
 use chrono::{DateTime, Datelike, Local};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -12,13 +15,15 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 
-use super::app::{App, Ask, Compose, Field, Link, LockScreen, Sending, TextArea};
+use super::app::{App, Ask, Compose, Field, Link, LockScreen, Page, RecordForm, Sending, TextArea};
+use crate::device::organizer::{entry_fields, state_text, title as record_title, when};
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
-    let [title, main, outbox, status, help] = Layout::vertical([
+    let [title, main, outbox, status, pages, help] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(3),
+        Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -54,6 +59,11 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     }
     if let Some(c) = &app.compose {
         draw_compose(frame, main, c);
+    } else if let Page::Organizer(db) = app.page {
+        match &app.record {
+            Some(e) => draw_record(frame, main, e),
+            None => draw_records(frame, main, db, app),
+        }
     } else if let Some(m) = &app.open {
         draw_message(frame, main, m, app.scroll);
     } else {
@@ -65,6 +75,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Paragraph::new(status_line(app)).style(Style::new().add_modifier(Modifier::REVERSED)),
         status,
     );
+    frame.render_widget(Paragraph::new(pages_line(app.page)), pages);
     frame.render_widget(
         Paragraph::new(app.help()).style(Style::new().fg(Color::DarkGray)),
         help,
@@ -73,6 +84,155 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     if let Some(ask) = &app.ask {
         draw_ask(frame, main, ask);
     }
+    if let Some(f) = &app.form {
+        draw_form(frame, main, f);
+    }
+}
+
+/// The screen switcher: "1 Inbox  2 Calendar  3 Contacts  4 Tasks  5 Memos", the one shown
+/// highlighted.
+fn pages_line(shown: Page) -> Line<'static> {
+    let mut spans = Vec::new();
+    for (i, p) in Page::ALL.iter().enumerate() {
+        spans.push(Span::raw(if i == 0 { " " } else { "  " }));
+        let text = format!("{} {}", i + 1, p.name());
+        spans.push(if *p == shown {
+            Span::raw(text).add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        } else {
+            Span::raw(text)
+        });
+    }
+    spans.push(Span::raw("  (Tab next)").fg(Color::DarkGray));
+    Line::from(spans)
+}
+
+/// A database's records: events by start time, contacts by name, tasks done or not, memos by
+/// date (the store's order).
+fn draw_records(frame: &mut Frame<'_>, area: Rect, db: Database, app: &App) {
+    let block = Block::bordered().title(format!(" {} ", db.title()));
+    if app.records.is_empty() {
+        frame.render_widget(
+            Paragraph::new(format!(
+                "No {} on this device. Press n to add one.",
+                db.as_str()
+            ))
+            .block(block),
+            area,
+        );
+        return;
+    }
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = match db {
+        Database::Calendar => (
+            vec!["When", "Title", "Where", "State"],
+            vec![
+                Constraint::Length(44),
+                Constraint::Fill(1),
+                Constraint::Length(16),
+                Constraint::Length(14),
+            ],
+        ),
+        Database::Contacts => (
+            vec!["Name", "Email", "Phone", "Organization"],
+            vec![
+                Constraint::Fill(2),
+                Constraint::Fill(2),
+                Constraint::Fill(1),
+                Constraint::Fill(1),
+            ],
+        ),
+        Database::Tasks => (
+            vec!["Done", "Title", "Due", "State"],
+            vec![
+                Constraint::Length(5),
+                Constraint::Fill(1),
+                Constraint::Length(20),
+                Constraint::Length(14),
+            ],
+        ),
+        Database::Memos => (
+            vec!["Date", "Title", "State"],
+            vec![
+                Constraint::Length(20),
+                Constraint::Fill(1),
+                Constraint::Length(14),
+            ],
+        ),
+    };
+    let rows: Vec<Row<'static>> = app.records.iter().map(|e| record_row(db, e)).collect();
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(Style::new().add_modifier(Modifier::UNDERLINED)))
+        .block(block)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶");
+    let mut state = TableState::default().with_selected(Some(app.record_selected));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn record_row(db: Database, e: &OrganizerEntry) -> Row<'static> {
+    let s = &e.summary;
+    let cells: Vec<Cell<'static>> = match db {
+        Database::Calendar => vec![
+            Cell::from(when(e)),
+            Cell::from(short(&record_title(e), 200)),
+            Cell::from(short(s.location.as_deref().unwrap_or(""), 60)),
+            Cell::from(state_text(e)),
+        ],
+        Database::Contacts => vec![
+            Cell::from(short(&record_title(e), 60)),
+            Cell::from(short(&s.emails.join(", "), 60)),
+            Cell::from(short(&s.phones.join(", "), 40)),
+            Cell::from(short(s.organization.as_deref().unwrap_or(""), 40)),
+        ],
+        Database::Tasks => vec![
+            Cell::from(if s.completed { "[x]" } else { "[ ]" }),
+            Cell::from(short(&record_title(e), 200)),
+            Cell::from(when(e)),
+            Cell::from(state_text(e)),
+        ],
+        Database::Memos => vec![
+            Cell::from(when(e)),
+            Cell::from(short(&record_title(e), 200)),
+            Cell::from(state_text(e)),
+        ],
+    };
+    let row = Row::new(cells);
+    if db == Database::Tasks && s.completed {
+        row.style(Style::new().fg(Color::DarkGray))
+    } else {
+        row
+    }
+}
+
+/// One record, its fields as `bramble device <database> show` prints them.
+pub fn record_text(e: &OrganizerEntry) -> Text<'static> {
+    Text::from(
+        entry_fields(e)
+            .into_iter()
+            .map(|(label, v)| {
+                Line::from(vec![Span::raw(format!("{label:<14}")).bold(), Span::raw(v)])
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn draw_record(frame: &mut Frame<'_>, area: Rect, e: &OrganizerEntry) {
+    let title = format!(" {}: {} ", e.database.title(), short(&record_title(e), 60));
+    frame.render_widget(
+        Paragraph::new(record_text(e))
+            .block(Block::bordered().title(title))
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+/// The form adding a record: one line.
+fn draw_form(frame: &mut Frame<'_>, area: Rect, f: &RecordForm) {
+    let r = popup(area, 60, 3);
+    frame.render_widget(Clear, r);
+    let block = Block::bordered().title(format!(" New {} ", f.database.noun()));
+    let inner = block.inner(r);
+    frame.render_widget(block, r);
+    draw_field(frame, inner, f.label(), &f.input, !f.submitting);
 }
 
 /// The password screen.
@@ -508,6 +668,20 @@ fn draw_ask(frame: &mut Frame<'_>, area: Rect, ask: &Ask) {
             };
             frame.render_widget(
                 Paragraph::new(format!("Delete {subject}? (y/n)"))
+                    .block(Block::bordered().title(" Delete ")),
+                r,
+            );
+        }
+        Ask::DeleteRecord {
+            database, title, ..
+        } => {
+            let what = if title.is_empty() {
+                format!("this {}", database.noun())
+            } else {
+                format!("the {} “{}”", database.noun(), short(title, 30))
+            };
+            frame.render_widget(
+                Paragraph::new(format!("Delete {what}? (y/n)"))
                     .block(Block::bordered().title(" Delete ")),
                 r,
             );
