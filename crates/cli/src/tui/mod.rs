@@ -451,7 +451,7 @@ async fn online_loop(
                         sess.policy = Policy::of(conn.device());
                         managed_events(&events, app)?;
                     }
-                    MailEvent::Organizer(events) => organizer_events(&events, app, sess).await?,
+                    MailEvent::Organizer(events) => organizer_events(&events, app, &sess.org).await?,
                     other => mail_event(other, app, sess).await?,
                 }
             }
@@ -757,7 +757,7 @@ async fn refresh_records(app: &mut App, org: &OrganizerStore) -> Result<(), Devi
 async fn organizer_events(
     events: &[OrganizerEvent],
     app: &mut App,
-    sess: &Session<'_>,
+    org: &OrganizerStore,
 ) -> Result<(), DeviceError> {
     if events.is_empty() {
         return Ok(());
@@ -765,7 +765,7 @@ async fn organizer_events(
     for e in events {
         tracing::info!("{e}");
     }
-    refresh_records(app, &sess.org).await?;
+    refresh_records(app, org).await?;
     let text: Vec<String> = events.iter().map(ToString::to_string).collect();
     app.notify(text.join(" "));
     Ok(())

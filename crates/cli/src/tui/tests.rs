@@ -11,9 +11,10 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use super::app::{Action, App, Ask, Field, Link, Page};
-use super::{safe_file_name, view};
-use bramble_device::OrganizerEntry;
+use super::{organizer_events, record_action, safe_file_name, view};
+use bramble_device::organizer::OrganizerEvent;
 use bramble_device::organizer::RecordState;
+use bramble_device::{OrganizerEntry, OrganizerStore};
 use bramble_organizer::{Database, Fields, Summary};
 
 struct Item {
@@ -884,4 +885,91 @@ async fn tui_calendar_and_tasks_lists_render() {
         Some(Action::ShowRecords(Database::Memos))
     );
     assert!(screen(&app).contains("No memos on this device. Press n to add one."));
+}
+
+#[tokio::test]
+async fn tui_record_actions_change_the_store_and_reload_the_screen() {
+    let store = store().await;
+    let org = OrganizerStore::open(None)
+        .await
+        .expect("in-memory organizer");
+    let mut app = app_with(&store).await;
+    assert_eq!(
+        app.on_key(ch('4')),
+        Some(Action::ShowRecords(Database::Tasks))
+    );
+    let none = record_action(Action::ShowRecords(Database::Tasks), &mut app, &org)
+        .await
+        .expect("listed");
+    assert_eq!(none, None, "nothing changed");
+    assert!(app.records.is_empty());
+
+    // Added from the form: stored as new (to send), listed, the form closed.
+    assert_eq!(app.on_key(ch('n')), None);
+    type_text(&mut app, "Call Bob");
+    let add = app.on_key(key(KeyCode::Enter)).expect("an action");
+    let added = record_action(add, &mut app, &org)
+        .await
+        .expect("added")
+        .expect("a change to send");
+    assert_eq!(added.state, RecordState::New);
+    assert!(app.form.is_none());
+    assert_eq!(app.notice.as_deref(), Some("Added the task “Call Bob”."));
+    assert_eq!(app.records.len(), 1);
+    assert!(!app.records[0].summary.completed);
+
+    // x marks it done in the store.
+    let done = app.on_key(ch('x')).expect("an action");
+    assert_eq!(done, Action::SetDone(added.uid.clone(), true));
+    record_action(done, &mut app, &org).await.expect("changed");
+    assert!(app.records[0].summary.completed);
+    assert!(
+        org.get(Database::Tasks, &added.uid)
+            .await
+            .expect("kept")
+            .summary
+            .completed
+    );
+
+    // A record from the server: the screen reloads, the event is told.
+    let uid = org
+        .add(
+            Database::Tasks,
+            &Fields {
+                title: Some("From the server".into()),
+                ..Fields::default()
+            },
+        )
+        .await
+        .expect("stored");
+    let event = OrganizerEvent::FromServer {
+        database: Database::Tasks,
+        new: 1,
+        changed: 0,
+        deleted: 0,
+        kept: 0,
+    };
+    organizer_events(std::slice::from_ref(&event), &mut app, &org)
+        .await
+        .expect("reloaded");
+    assert_eq!(app.records.len(), 2);
+    assert!(app.records.iter().any(|e| e.uid == uid));
+    assert_eq!(app.notice, Some(event.to_string()));
+
+    // Deleted after asking: gone from the store and the screen.
+    let at = app
+        .records
+        .iter()
+        .position(|e| e.uid == added.uid)
+        .expect("listed");
+    app.record_selected = at;
+    assert_eq!(app.on_key(ch('d')), None);
+    let delete = app.on_key(ch('y')).expect("an action");
+    record_action(delete, &mut app, &org)
+        .await
+        .expect("deleted");
+    assert_eq!(app.records.len(), 1);
+    assert_eq!(app.records[0].uid, uid);
+    assert!(org.get(Database::Tasks, &added.uid).await.is_err());
+    assert_eq!(app.notice.as_deref(), Some("Deleted the task “Call Bob”."));
 }
