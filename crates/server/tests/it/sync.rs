@@ -628,3 +628,91 @@ async fn ten_thousand_contacts_reach_the_device() -> Result {
     }
     Ok(())
 }
+
+/// Without a service account each user logs in to the organizer server with their own
+/// address and the password kept for them; a group's setting applies to its members.
+#[tokio::test]
+async fn per_user_credentials_and_a_group_setting() -> Result {
+    crate::support::init_logs();
+    let email = "frank@example.com";
+    let dav = DavServer::start(&[(email, "frank-dav-pw")])?;
+    let url = dav.url();
+    let site = Site::start_with(
+        |_| {},
+        move |s| {
+            s.sync.url = Some(url);
+            s.sync.interval = Duration::from_millis(500);
+        },
+    )
+    .await?;
+    site.user(email, None).await?;
+    site.api(
+        Method::PUT,
+        &format!("/users/{email}/mail-password"),
+        Some(json!({ "password": "frank-dav-pw" })),
+    )
+    .await?;
+    site.api(Method::POST, "/groups", Some(json!({ "name": "Field" })))
+        .await?;
+    site.api(Method::PUT, &format!("/groups/Field/members/{email}"), None)
+        .await?;
+    let g = site
+        .api(
+            Method::PUT,
+            "/groups/Field/sync/memos",
+            Some(json!({ "enabled": false })),
+        )
+        .await?;
+    assert_eq!(g["databases"][0]["database"], "memos", "{g:#}");
+    let v = site
+        .api(Method::GET, &format!("/users/{email}/sync"), None)
+        .await?;
+    let memos = &v["databases"][3];
+    assert_eq!(memos["enabled"], false, "{v:#}");
+    assert_eq!(memos["source"], "group Field", "{v:#}");
+
+    let mut phone = site.device("frank-phone")?;
+    phone
+        .organizer()
+        .await?
+        .add(
+            Database::Contacts,
+            &fields(|f| f.title = Some("Own Contact".into())),
+        )
+        .await?;
+    site.set_password(email, PW, "48h").await?;
+    phone
+        .activate(email, PW, &opts(OrganizerData::Merge), |_| {})
+        .await?;
+    // The phone's contact is on the organizer server, in frank's own address book.
+    let account = DavAccount {
+        url: dav.url(),
+        username: email.to_owned(),
+        password: "frank-dav-pw".to_owned(),
+    };
+    let client = DavClient::connect(&account, None).await?;
+    let href = client.collection(Database::Contacts).await?;
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let listing = client.changes(&href, None).await?;
+        if listing.changed.len() == 1 {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("frank's contact is not on the server: {listing:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Memos are off for the group: a memo stays on the phone.
+    let config = phone
+        .organizer()
+        .await?
+        .sync_config()
+        .await?
+        .ok_or("no configuration")?;
+    assert!(
+        !config.sent().contains(&Database::Memos),
+        "memos are off: {config:?}"
+    );
+    Ok(())
+}
