@@ -40,6 +40,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     bramble_net::tls::install_default_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -74,6 +75,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bramble … | head` closes standard output early: `println!` then panics with "failed
+/// printing to stdout". That is the reader's choice, not a bug: end quietly, as a closed pipe
+/// returned as an error does below. Every other panic is reported as before.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// Logs to stderr, filtered by `BRAMBLE_LOG` (or `RUST_LOG`), else `default`.

@@ -102,3 +102,21 @@ fn a_closed_pipe_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
+
+/// `bramble … | head` closes standard output before everything is printed: the command ends
+/// quietly (exit 0), never with a panic's message.
+#[test]
+fn a_closed_standard_output_ends_quietly() {
+    let tmp = tempdir();
+    let mut cmd = crate::util::command(tmp.path());
+    cmd.args(["device", "--home", "phone", "status"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("starting bramble");
+    // The reader goes away before the first line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waiting for bramble");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
