@@ -16,7 +16,7 @@
 //! ~1.8 s to stop on SIGTERM and holds nothing worth flushing) on drop, and by a watchdog when
 //! the test process is gone.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -109,7 +109,7 @@ impl DavServer {
             if port % 1000 == RESERVED_OFFSET {
                 continue;
             }
-            let Some(lock) = lock_port(port)? else {
+            let Some(lock) = crate::port::lock_file(&format!("dav-{port}"))? else {
                 continue;
             };
             if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
@@ -212,7 +212,11 @@ kill -9 {child} 2>/dev/null
             .arg(script)
             .arg("bramble-dav-watchdog")
             .arg(&self.dir)
-            .arg(if keep_dirs() { "keep" } else { "remove" })
+            .arg(if crate::port::keep_dirs() {
+                "keep"
+            } else {
+                "remove"
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -302,7 +306,7 @@ impl Drop for DavServer {
             let _ = watchdog.wait();
         }
         if let Some(temp) = self.temp.take() {
-            if keep_dirs() {
+            if crate::port::keep_dirs() {
                 eprintln!("kept Radicale's directory {}", temp.keep().display());
             } else if let Err(e) = temp.close() {
                 eprintln!("removing {}: {e}", self.dir.display());
@@ -337,29 +341,4 @@ fn check_user(email: &str, password: &str) -> Result<()> {
 
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn keep_dirs() -> bool {
-    std::env::var_os("BRAMBLE_TEST_KEEP_DIRS").is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-/// An exclusive lock on `$TMPDIR/bramble-testkit/dav-PORT.lock`, or `None` if another
-/// `DavServer` holds it. The kernel drops it when the process dies.
-fn lock_port(port: u16) -> Result<Option<File>> {
-    let dir = std::env::temp_dir().join("bramble-testkit");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("dav-{port}.lock"));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
 }

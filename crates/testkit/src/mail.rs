@@ -26,7 +26,7 @@
 //! stack stops it (and removes its directory) when the test process is gone, so a killed test
 //! run or the never-dropped [`MailStack::shared`] leaves nothing behind.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -100,7 +100,7 @@ impl MailStack {
         bases.shuffle(&mut rand::rng());
         let mut collisions = Vec::new();
         for base in bases {
-            let Some(lock) = lock_port_base(base)? else {
+            let Some(lock) = crate::port::lock_file(&format!("mail-{base}"))? else {
                 collisions.push(format!("{base}: claimed by another stack"));
                 continue;
             };
@@ -208,7 +208,7 @@ impl MailStack {
     /// stack and removes its directory. In its own process group, so a Ctrl-C to the test run
     /// does not take it down with the tests.
     fn spawn_watchdog(&self) -> Result<Child> {
-        let keep = keep_dirs();
+        let keep = crate::port::keep_dirs();
         let script = format!(
             r#"while s=$(ps -o stat= -p {pid}) && [ "${{s#Z}}" = "$s" ]; do sleep 0.5; done
 bash "$1/{SCRIPT_NAME}" stop "$1"
@@ -370,7 +370,7 @@ bash "$1/{SCRIPT_NAME}" stop "$1"
             let _ = watchdog.wait();
         }
         if let Some(temp) = self.temp.take() {
-            if keep_dirs() {
+            if crate::port::keep_dirs() {
                 eprintln!("kept the mail stack's directory {}", temp.keep().display());
             } else if let Err(e) = temp.close() {
                 eprintln!("removing {}: {e}", self.dir.display());
@@ -397,31 +397,6 @@ enum StartError {
 impl From<anyhow::Error> for StartError {
     fn from(e: anyhow::Error) -> Self {
         StartError::Failed(e)
-    }
-}
-
-fn keep_dirs() -> bool {
-    std::env::var_os("BRAMBLE_TEST_KEEP_DIRS").is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-/// An exclusive lock on `$TMPDIR/bramble-testkit/mail-BASE.lock`, or `None` if another stack
-/// (in this process or another) holds it. The kernel drops it when the process dies.
-fn lock_port_base(base: u16) -> Result<Option<File>> {
-    let dir = std::env::temp_dir().join("bramble-testkit");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("mail-{base}.lock"));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
     }
 }
 
