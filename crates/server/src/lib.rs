@@ -19,6 +19,7 @@ pub mod dispatcher;
 pub mod messaging;
 pub mod policy;
 pub mod router;
+pub mod secret_box;
 pub mod sync;
 
 use std::net::SocketAddr;

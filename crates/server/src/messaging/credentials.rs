@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bramble_store::{Store, StoreError};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::secret_box::SecretBox;
 
 use super::mailbox::PasswordLookup;
 
@@ -20,7 +20,7 @@ const AAD_CONTEXT: &[u8] = b"bramble/v1/mail-credential/";
 
 /// The users' mailbox passwords.
 pub struct Credentials {
-    key: LessSafeKey,
+    key: SecretBox,
     cache: Arc<RwLock<HashMap<String, String>>>,
 }
 
@@ -46,19 +46,7 @@ impl Credentials {
     /// # Errors
     /// When the database fails or the stored key is damaged.
     pub async fn load(store: &Store) -> Result<Credentials, StoreError> {
-        // Made before it is needed, so a failing random source is an error, never a zero key.
-        let mut fresh = vec![0u8; 32];
-        SystemRandom::new()
-            .fill(&mut fresh)
-            .map_err(|_| StoreError::Corrupt {
-                what: "the system random number generator failed".into(),
-            })?;
-        let raw = store.secret_or_insert(CREDENTIAL_KEY, || fresh).await?;
-        let key = UnboundKey::new(&AES_256_GCM, &raw)
-            .map(LessSafeKey::new)
-            .map_err(|_| StoreError::Corrupt {
-                what: "the mail credential key".into(),
-            })?;
+        let key = SecretBox::load(store, CREDENTIAL_KEY, "the mail credential key").await?;
         let creds = Credentials {
             key,
             cache: Arc::new(RwLock::new(HashMap::new())),
@@ -99,38 +87,10 @@ impl Credentials {
     }
 
     fn seal(&self, email: &str, password: &str) -> Result<Vec<u8>, StoreError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| StoreError::Corrupt {
-                what: "the system random number generator failed".into(),
-            })?;
-        let mut buf = password.as_bytes().to_vec();
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(email)),
-                &mut buf,
-            )
-            .map_err(|_| StoreError::Corrupt {
-                what: "encrypting a mailbox password failed".into(),
-            })?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(out)
+        self.key.seal(&aad(email), password.as_bytes())
     }
 
     fn open(&self, email: &str, sealed: &[u8]) -> Option<String> {
-        if sealed.len() < NONCE_LEN {
-            return None;
-        }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut buf = ct.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(aad(email)), &mut buf)
-            .ok()?;
-        String::from_utf8(plain.to_vec()).ok()
+        String::from_utf8(self.key.open(&aad(email), sealed)?).ok()
     }
 }

@@ -32,8 +32,6 @@ use bramble_organizer::{Database, parse};
 use bramble_proto::Pin;
 use bramble_proto::schema::{self, Envelope, RecordState, envelope::Body};
 use bramble_store::{Store, StoreError, SyncRecordRow, UserStatus, now_ms};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{broadcast, mpsc};
 
 use super::SyncConfig;
@@ -42,6 +40,7 @@ use super::settings::{self, Conflict, Direction, Resolved};
 use crate::ServerEvent;
 use crate::dispatcher::Dispatcher;
 use crate::messaging::mailbox::PasswordLookup;
+use crate::secret_box::SecretBox;
 
 /// The name of the backup key among the server's secrets.
 pub const BACKUP_KEY: &str = "sync_backup_key";
@@ -99,7 +98,7 @@ struct Ctx {
     dispatcher: Dispatcher,
     cfg: SyncConfig,
     passwords: Option<PasswordLookup>,
-    backup_key: LessSafeKey,
+    backup_key: SecretBox,
     events: broadcast::Sender<ServerEvent>,
 }
 
@@ -145,18 +144,7 @@ impl SyncService {
         passwords: Option<PasswordLookup>,
         events: broadcast::Sender<ServerEvent>,
     ) -> Result<SyncService, StoreError> {
-        let mut fresh = vec![0u8; 32];
-        SystemRandom::new()
-            .fill(&mut fresh)
-            .map_err(|_| StoreError::Corrupt {
-                what: "the system random number generator failed".into(),
-            })?;
-        let raw = store.secret_or_insert(BACKUP_KEY, || fresh).await?;
-        let backup_key = UnboundKey::new(&AES_256_GCM, &raw)
-            .map(LessSafeKey::new)
-            .map_err(|_| StoreError::Corrupt {
-                what: "the wireless backup key".into(),
-            })?;
+        let backup_key = SecretBox::load(&store, BACKUP_KEY, "the wireless backup key").await?;
         Ok(SyncService {
             ctx: Arc::new(Ctx {
                 store,
@@ -1449,37 +1437,11 @@ impl Worker {
     }
 
     fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, SyncError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| SyncError::Other("the system random number generator failed".into()))?;
-        let mut buf = plain.to_vec();
-        self.ctx
-            .backup_key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(self.aad()),
-                &mut buf,
-            )
-            .map_err(|_| SyncError::Other("encrypting a backup failed".into()))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(out)
+        Ok(self.ctx.backup_key.seal(&self.aad(), plain)?)
     }
 
     fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
-        if sealed.len() < NONCE_LEN {
-            return None;
-        }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut buf = ct.to_vec();
-        let plain = self
-            .ctx
-            .backup_key
-            .open_in_place(nonce, Aad::from(self.aad()), &mut buf)
-            .ok()?;
-        Some(plain.to_vec())
+        self.ctx.backup_key.open(&self.aad(), sealed)
     }
 }
 
