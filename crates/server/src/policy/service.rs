@@ -547,9 +547,12 @@ impl PolicyService {
                     } else {
                         "the organization's data deleted; the device is removed"
                     };
-                    if self.set_state(&row, "done", what).await? {
+                    // The device goes before the receipt says done, so whoever sees "done"
+                    // finds the device gone; a repeat of a final answer changes nothing.
+                    if !matches!(row.state.as_str(), "done" | "failed" | "cancelled") {
                         self.remove_device(pin, email, &row).await?;
                     }
+                    self.set_state(&row, "done", what).await?;
                 }
                 _ => {
                     let text = if detail.is_empty() {
