@@ -457,6 +457,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         }
     }
 
+    admin::access::seed(&store).await?;
     let admin = Arc::new(
         admin::AdminState::new(
             store.clone(),
@@ -481,7 +482,7 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
             source,
         })?;
     admin::write_client_file(cfg, admin_addr, &admin.token)?;
-    let app = admin::app(admin);
+    let app = admin::app(admin).into_make_service_with_connect_info::<SocketAddr>();
     let serve = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("administration service stopped: {e}");

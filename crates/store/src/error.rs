@@ -228,6 +228,50 @@ pub enum StoreError {
         name: String,
     },
 
+    /// No administrator role by that name.
+    #[error("no role named {name:?}; `bramble admin role list` shows the roles")]
+    NoSuchRole {
+        /// The name as given.
+        name: String,
+    },
+
+    /// A role by that name exists already.
+    #[error("a role named {name:?} already exists")]
+    RoleExists {
+        /// The name as given.
+        name: String,
+    },
+
+    /// The presets are the server's: they are neither edited nor deleted.
+    #[error(
+        "{name:?} is a preset role, which cannot be changed or deleted; make a custom role instead"
+    )]
+    PresetRole {
+        /// The preset's name.
+        name: String,
+    },
+
+    /// No administrator account by that name.
+    #[error("no administrator account named {name:?}; `bramble admin account list` shows them")]
+    NoSuchAccount {
+        /// The name as given.
+        name: String,
+    },
+
+    /// An administrator account by that name exists already.
+    #[error("an administrator account named {name:?} already exists")]
+    AccountExists {
+        /// The name as given.
+        name: String,
+    },
+
+    /// No API token with that number.
+    #[error("no API token {id}; `bramble admin token list` shows them")]
+    NoSuchToken {
+        /// The number given.
+        id: i64,
+    },
+
     /// A name (of a group, policy, configuration, application, version) the store does not
     /// accept.
     #[error("{name:?} cannot be the name of {what}: {reason}")]

@@ -20,6 +20,7 @@
 //! (locking, collation) each dialect's text is written out side by side.
 
 mod activation;
+mod admins;
 mod commands;
 mod devices;
 mod error;
@@ -42,6 +43,10 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
+pub use admins::{
+    AUDIT_RESULTS, AdminAccount, AdminRole, AdminToken, AuditEntry, AuditQuery, NewAuditEntry,
+    Principal,
+};
 pub use commands::{COMMAND_STATES, CommandEvent, CommandRow};
 pub use error::StoreError;
 pub use filters::{

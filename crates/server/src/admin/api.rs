@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::get;
 use axum::{Json, Router};
 use bramble_proto::Pin;
@@ -56,7 +55,12 @@ pub fn app(state: Arc<AdminState>) -> Router {
         )
         .merge(super::policy_api::routes())
         .merge(super::sync_api::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .merge(super::access_api::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::access::guard,
+        ))
+        .merge(super::access_api::login_routes())
         .with_state(state);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -64,28 +68,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
-}
-
-async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = given.is_some_and(|g| digest(g) == digest(&state.token));
-    if !ok {
-        return ApiError::unauthorized().into_response();
-    }
-    next.run(req).await
-}
-
-/// Comparing digests keeps the comparison's timing independent of the token's bytes.
-fn digest(s: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+        .layer(middleware::from_fn(super::error::one_shape))
 }
 
 #[derive(Serialize)]

@@ -91,6 +91,27 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidName { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", e.to_string())
             }
+            StoreError::NoSuchRole { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_such_role", e.to_string())
+            }
+            StoreError::NoSuchAccount { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_such_account", e.to_string())
+            }
+            StoreError::NoSuchToken { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_such_token", e.to_string())
+            }
+            StoreError::RoleExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "role_exists", e.to_string())
+            }
+            StoreError::AccountExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "account_exists", e.to_string())
+            }
+            StoreError::PresetRole { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "preset_role", e.to_string())
+            }
+            StoreError::InvalidValue { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", e.to_string())
+            }
             StoreError::NoSuchDevice { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "no_such_device", e.to_string())
             }
@@ -104,6 +125,59 @@ impl From<StoreError> for ApiError {
             }
         }
     }
+}
+
+/// Middleware: every error answer in the one shape, including the framework's own (a body
+/// that is not JSON, a path that does not parse, a method the endpoint does not take).
+pub async fn one_shape(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => "bad_request",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => "this endpoint does not take that method".to_owned(),
+            s => s.canonical_reason().unwrap_or("error").to_lowercase(),
+        }
+    } else {
+        text
+    };
+    let mut out = ApiError {
+        status,
+        code,
+        message,
+    }
+    .into_response();
+    // keep what the framework said about the request (Allow, …)
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 impl IntoResponse for ApiError {

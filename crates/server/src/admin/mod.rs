@@ -1,13 +1,18 @@
-//! The administration service: the REST API that `bramble admin` (and later the web console)
-//! drives. Every route under `/api/v1` needs `Authorization: Bearer <token>`; the token is
-//! made on first start and kept in the data directory (`admin-token`, readable by its owner
-//! only), next to `admin.json`, which tells a local `bramble admin` where to connect.
+//! The administration service: the REST API that `bramble admin` and the web console drive.
+//! Every route under `/api/v1` passes [`access::guard`]: it needs a bearer token (the token
+//! file's, made on first start and kept in the data directory as `admin-token`, readable by its
+//! owner only, next to `admin.json`, which tells a local `bramble admin` where to connect; or an
+//! administrator's API token) or a console session, and the permission the endpoint asks for;
+//! every change, command and refusal goes to the audit log.
 //!
 //! Owns: the HTTP surface and its JSON shapes. Must not touch: SQL (only `bramble-store`),
 //! the relay link, payloads.
 
+pub mod access;
+pub mod access_api;
 mod api;
 mod error;
+pub mod pages;
 mod policy_api;
 mod sync_api;
 pub mod views;
@@ -45,6 +50,8 @@ pub struct AdminState {
     pub sync: Option<crate::sync::SyncHandle>,
     /// `[server.sync]`, for resolving a user's settings.
     pub sync_config: crate::sync::SyncConfig,
+    /// Failed console logins, per account.
+    pub logins: access_api::LoginThrottle,
 }
 
 impl AdminState {
@@ -60,6 +67,7 @@ impl AdminState {
             policy: None,
             sync: None,
             sync_config: crate::sync::SyncConfig::default(),
+            logins: access_api::LoginThrottle::default(),
         }
     }
 

@@ -22,9 +22,9 @@ pub(crate) struct Site {
     pub(crate) relay: Option<bramble_relay::RelayHandle>,
     pub(crate) server: Option<bramble_server::ServerHandle>,
     pub(crate) cfg: ServerConfig,
-    admin: reqwest::Client,
-    base: String,
-    token: String,
+    pub(crate) admin: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) token: String,
 }
 
 impl Site {

@@ -13,6 +13,7 @@ mod mail_send;
 mod mailbox;
 mod policy;
 mod reconcile;
+mod roles;
 mod support;
 mod sync;
 mod transport;
