@@ -8,6 +8,7 @@
 
 mod api;
 mod error;
+pub mod openapi;
 mod policy_api;
 mod sync_api;
 pub mod views;
