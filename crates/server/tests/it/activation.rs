@@ -23,8 +23,10 @@ pub(crate) struct Site {
     pub(crate) server: Option<bramble_server::ServerHandle>,
     pub(crate) cfg: ServerConfig,
     admin: reqwest::Client,
-    base: String,
-    token: String,
+    /// The administration API's base URL (`http://127.0.0.1:PORT`).
+    pub(crate) base: String,
+    /// The administration token.
+    pub(crate) token: String,
 }
 
 impl Site {
