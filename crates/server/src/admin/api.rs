@@ -15,7 +15,7 @@ use bramble_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiErrorBody, ApiPath};
+use super::error::{ApiErrorBody, ApiJson, ApiPath};
 use super::{AdminState, ApiError};
 
 /// What `admin.json` holds: where a local `bramble admin` connects, with which token.
@@ -301,10 +301,8 @@ struct NewUser {
 )]
 async fn add_user(
     State(state): State<Arc<AdminState>>,
-    body: Result<Json<NewUser>, axum::extract::rejection::JsonRejection>,
+    ApiJson(new): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let Json(new) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     if new.display_name.as_ref().is_some_and(|n| n.len() > 256) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -448,9 +446,8 @@ fn bad(message: impl Into<String>) -> ApiError {
 async fn set_activation_password(
     State(state): State<Arc<AdminState>>,
     ApiPath(email): ApiPath<String>,
-    body: Result<Json<ActivationPasswordRequest>, axum::extract::rejection::JsonRejection>,
+    ApiJson(req): ApiJson<ActivationPasswordRequest>,
 ) -> Result<Json<ActivationPasswordView>, ApiError> {
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let user = state
         .store
         .user(&email)
@@ -597,9 +594,8 @@ async fn show_mail_settings(
 async fn edit_mail_settings(
     State(state): State<Arc<AdminState>>,
     ApiPath(email): ApiPath<String>,
-    body: Result<Json<MailSettingsChange>, axum::extract::rejection::JsonRejection>,
+    ApiJson(change): ApiJson<MailSettingsChange>,
 ) -> Result<Json<bramble_store::MailSettings>, ApiError> {
-    let Json(change) = body.map_err(|e| bad(e.body_text()))?;
     let user = state
         .store
         .user(&email)
@@ -637,9 +633,8 @@ async fn edit_mail_settings(
 async fn set_mail_password(
     State(state): State<Arc<AdminState>>,
     ApiPath(email): ApiPath<String>,
-    body: Result<Json<MailPasswordRequest>, axum::extract::rejection::JsonRejection>,
+    ApiJson(req): ApiJson<MailPasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     if req.password.is_empty()
         || req.password.len() > 1024
         || req.password.chars().any(char::is_control)
@@ -905,7 +900,7 @@ async fn list_filters(
 )]
 async fn add_global_filter(
     State(state): State<Arc<AdminState>>,
-    body: Result<Json<NewFilterRequest>, axum::extract::rejection::JsonRejection>,
+    ApiJson(body): ApiJson<NewFilterRequest>,
 ) -> Result<(StatusCode, Json<FilterView>), ApiError> {
     add_filter(&state, FilterScope::Global, body).await
 }
@@ -923,7 +918,7 @@ async fn add_global_filter(
 async fn add_user_filter(
     State(state): State<Arc<AdminState>>,
     ApiPath(email): ApiPath<String>,
-    body: Result<Json<NewFilterRequest>, axum::extract::rejection::JsonRejection>,
+    ApiJson(body): ApiJson<NewFilterRequest>,
 ) -> Result<(StatusCode, Json<FilterView>), ApiError> {
     add_filter(&state, FilterScope::User(email), body).await
 }
@@ -931,9 +926,8 @@ async fn add_user_filter(
 async fn add_filter(
     state: &AdminState,
     scope: FilterScope,
-    body: Result<Json<NewFilterRequest>, axum::extract::rejection::JsonRejection>,
+    req: NewFilterRequest,
 ) -> Result<(StatusCode, Json<FilterView>), ApiError> {
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let Some(action) = parse_action(req.action.as_deref())? else {
         return Err(bad(
             "give the filter an action: forward, forward_with_priority or do_not_forward",
@@ -990,10 +984,9 @@ async fn show_filter(
 async fn edit_filter(
     State(state): State<Arc<AdminState>>,
     ApiPath(id): ApiPath<String>,
-    body: Result<Json<FilterPatch>, axum::extract::rejection::JsonRejection>,
+    ApiJson(req): ApiJson<FilterPatch>,
 ) -> Result<Json<FilterView>, ApiError> {
     let id = filter_id(&id)?;
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let c = req.conditions;
     let f = state
         .store
@@ -1026,10 +1019,9 @@ async fn edit_filter(
 async fn move_filter(
     State(state): State<Arc<AdminState>>,
     ApiPath(id): ApiPath<String>,
-    body: Result<Json<MoveRequest>, axum::extract::rejection::JsonRejection>,
+    ApiJson(req): ApiJson<MoveRequest>,
 ) -> Result<Json<FilterView>, ApiError> {
     let id = filter_id(&id)?;
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let f = state
         .store
         .move_filter(id, req.position)

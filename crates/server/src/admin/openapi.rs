@@ -74,6 +74,12 @@ pub enum Database {
     Memos,
 }
 
+/// The body of `POST /api/v1/software/packages`: the package file's bytes, as they are.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // a schema only: the handler takes the body as bytes
+pub struct PackageFile(Vec<u8>);
+
 /// `GET /healthz`: `ok` while the server runs (documentation only; the route is a closure in
 /// `api::app`).
 #[utoipa::path(
@@ -314,6 +320,15 @@ mod tests {
         );
         assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
         assert!(doc["components"]["schemas"]["ApiErrorBody"].is_object());
+        let upload = &doc["paths"]["/api/v1/software/packages"]["post"]["requestBody"];
+        let schema = &upload["content"]["application/octet-stream"]["schema"];
+        assert_eq!(
+            schema["$ref"], "#/components/schemas/PackageFile",
+            "{upload}"
+        );
+        let file = &doc["components"]["schemas"]["PackageFile"];
+        assert_eq!(file["type"], "string", "{file}");
+        assert_eq!(file["format"], "binary", "{file}");
     }
 
     #[test]

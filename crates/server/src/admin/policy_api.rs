@@ -967,7 +967,7 @@ struct UploadQuery {
     post, path = "/api/v1/software/packages", tag = "software", operation_id = "upload_package",
     summary = "Upload an application package (the file is the request body)",
     params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The package file, as it is (any content type is taken), 1 byte to the repository's limit."),
+    request_body(content = super::openapi::PackageFile, content_type = "application/octet-stream", description = "The package file, as it is (any content type is taken), 1 byte to the repository's limit."),
     responses(
         (status = 201, description = "The package, stored.", body = PackageView),
         (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
