@@ -26,8 +26,9 @@ APT_PKGS=(
 # module that shows it is there (keep in sync with crates/testkit/src/dav.rs).
 PIP_PKGS=(
   radicale                                 # CalDAV/CardDAV (bramble_testkit::DavServer)
+  schemathesis                             # property tests of the administration API's OpenAPI document
 )
-PIP_MODULES=(radicale)
+PIP_MODULES=(radicale schemathesis)
 PIP_VENV=${BRAMBLE_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/bramble-test-venv}
 
 log() { printf '[test-deps] %s\n' "$*" >&2; }

@@ -613,7 +613,7 @@ impl Store {
         settings: &MailSettings,
     ) -> Result<(), StoreError> {
         let email = normalize_email(email);
-        on_pool!(self, pool => {
+        let result: Result<(), sqlx::Error> = on_pool!(self, pool => {
             let user = user_id!(pool, &email);
             sqlx::query(
                 "INSERT INTO mail_settings (user_id, push, save_sent, reconcile, updated_at) \
@@ -627,8 +627,19 @@ impl Store {
             .bind(i64::from(settings.reconcile))
             .bind(now_ms())
             .execute(pool)
-            .await?;
+            .await
+            .map(|_| ())
         });
-        Ok(())
+        match result {
+            Ok(()) => Ok(()),
+            // The user was deleted between finding their id and writing the row.
+            Err(e)
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_foreign_key_violation()) =>
+            {
+                Err(StoreError::NoSuchUser { email })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

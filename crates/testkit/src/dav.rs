@@ -315,8 +315,9 @@ impl Drop for DavServer {
     }
 }
 
-/// `$BRAMBLE_TEST_VENV`, or the default of `scripts/test-deps.sh`.
-fn venv() -> PathBuf {
+/// The Python venv of the test servers and tools: `$BRAMBLE_TEST_VENV`, or the default of
+/// `scripts/test-deps.sh`, which fills it.
+pub fn venv() -> PathBuf {
     if let Some(dir) = std::env::var_os("BRAMBLE_TEST_VENV") {
         return dir.into();
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, OriginalUri, Path, Query, State};
+use axum::extract::{ConnectInfo, OriginalUri, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -18,6 +18,7 @@ use bramble_store::{AdminAccount, AdminRole, AdminToken, AuditEntry, AuditQuery,
 use serde::{Deserialize, Serialize};
 
 use super::access::{self, Caller, Permission, SESSION_COOKIE, SESSION_MAX_MS};
+use super::error::{ApiErrorBody, ApiJson, ApiPath, ApiQuery};
 use super::pages::{Page, paged};
 use super::{AdminState, ApiError};
 
@@ -116,7 +117,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 // ---- shapes
 
 /// `GET /api/v1/me`, and the answer to a login.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MeView {
     /// The account's name.
     pub account: String,
@@ -130,7 +131,7 @@ pub struct MeView {
 }
 
 /// `GET /api/v1/permissions`: one permission of the catalogue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PermissionView {
     /// Its name (`policy.edit`).
     pub name: String,
@@ -139,7 +140,7 @@ pub struct PermissionView {
 }
 
 /// A role.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoleView {
     /// Its name.
     pub name: String,
@@ -154,7 +155,7 @@ pub struct RoleView {
 }
 
 /// An administrator account.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountView {
     /// Login name.
     pub name: String,
@@ -177,7 +178,7 @@ pub struct AccountView {
 }
 
 /// An API token (never its secret, except once, when made).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {
     /// Its number.
     pub id: i64,
@@ -197,7 +198,7 @@ pub struct TokenView {
 }
 
 /// One entry of the audit log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditView {
     /// Its number.
     pub id: i64,
@@ -286,7 +287,7 @@ fn via_name(v: access::Via) -> &'static str {
 // ---- login and the caller
 
 /// `POST /api/v1/login`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     /// The account's name.
@@ -295,10 +296,21 @@ pub struct Login {
     pub password: String,
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/login", tag = "administrators", operation_id = "login",
+    summary = "Log in to the console: sets the session cookie", security(()),
+    request_body = Login,
+    responses(
+        (status = 200, description = "Logged in; the cookie `bramble_session` is set.", body = MeView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "Wrong name or password.", body = ApiErrorBody),
+        (status = 429, description = "Too many failed logins.", body = ApiErrorBody),
+    )
+)]
 async fn login(
     State(state): Api,
     connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
-    Json(login): Json<Login>,
+    ApiJson(login): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
     let source = connect.map(|Extension(ConnectInfo(a))| a.ip().to_string());
     let name = login.name.trim().to_lowercase();
@@ -391,6 +403,14 @@ async fn login(
     Ok(resp)
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/logout", tag = "administrators", operation_id = "logout",
+    summary = "Log out: ends the console session",
+    responses(
+        (status = 204, description = "The session ended."),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+    )
+)]
 async fn logout(State(state): Api, headers: HeaderMap) -> Result<Response, ApiError> {
     let secret = access::cookie(&headers, SESSION_COOKIE).map(str::to_owned);
     if let Some(s) = secret {
@@ -404,6 +424,14 @@ async fn logout(State(state): Api, headers: HeaderMap) -> Result<Response, ApiEr
     Ok(resp)
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/me", tag = "administrators", operation_id = "me",
+    summary = "The caller's account and permissions",
+    responses(
+        (status = 200, description = "Who is asking.", body = MeView),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+    )
+)]
 async fn me(Extension(caller): Extension<Caller>) -> Json<MeView> {
     Json(MeView {
         account: caller.account,
@@ -417,6 +445,14 @@ async fn me(Extension(caller): Extension<Caller>) -> Json<MeView> {
     })
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/permissions", tag = "administrators", operation_id = "permissions",
+    summary = "The catalogue of permissions",
+    responses(
+        (status = 200, description = "Every permission.", body = Vec<PermissionView>),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+    )
+)]
 async fn permissions() -> Json<Vec<PermissionView>> {
     Json(
         Permission::ALL
@@ -492,7 +528,7 @@ fn check_permissions(names: &[String]) -> Result<Vec<String>, ApiError> {
 // ---- roles
 
 /// `POST /api/v1/roles`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRole {
     /// Its name.
@@ -506,7 +542,7 @@ pub struct NewRole {
 }
 
 /// `PATCH /api/v1/roles/{name}`: what is given changes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleEdit {
     /// A new description.
@@ -517,10 +553,20 @@ pub struct RoleEdit {
     pub permissions: Option<Vec<String>>,
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/roles", tag = "administrators", operation_id = "list_roles",
+    summary = "Every role, presets first",
+    params(Page),
+    responses(
+        (status = 200, description = "A page of roles (X-Total-Count, Link rel=next).", body = Vec<RoleView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+    )
+)]
 async fn list_roles(
     State(state): Api,
     OriginalUri(uri): OriginalUri,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Response, ApiError> {
     let roles: Vec<RoleView> = state
         .store
@@ -532,9 +578,19 @@ async fn list_roles(
     Ok(paged(roles, &page, uri.path(), uri.query()))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/roles/{name}", tag = "administrators", operation_id = "show_role",
+    summary = "One role",
+    params(("name" = String, Path, description = "The role's name.")),
+    responses(
+        (status = 200, description = "The role.", body = RoleView),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such role.", body = ApiErrorBody),
+    )
+)]
 async fn show_role(
     State(state): Api,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<RoleView>, ApiError> {
     let r = state
         .store
@@ -550,9 +606,20 @@ fn no_role(name: &str) -> ApiError {
     })
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/roles", tag = "administrators", operation_id = "add_role",
+    summary = "Create a custom role (it starts with no permissions unless given)",
+    request_body = NewRole,
+    responses(
+        (status = 201, description = "The role.", body = RoleView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 409, description = "A role of that name exists.", body = ApiErrorBody),
+    )
+)]
 async fn add_role(
     State(state): Api,
-    Json(new): Json<NewRole>,
+    ApiJson(new): ApiJson<NewRole>,
 ) -> Result<(StatusCode, Json<RoleView>), ApiError> {
     let perms = check_permissions(&new.permissions)?;
     if new.description.as_ref().is_some_and(|d| d.len() > 1000) {
@@ -565,10 +632,23 @@ async fn add_role(
     Ok((StatusCode::CREATED, Json(role_view(r))))
 }
 
+#[utoipa::path(
+    patch, path = "/api/v1/roles/{name}", tag = "administrators", operation_id = "edit_role",
+    summary = "Change a custom role's description or permissions",
+    params(("name" = String, Path, description = "The role's name.")),
+    request_body = RoleEdit,
+    responses(
+        (status = 200, description = "The role.", body = RoleView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such role.", body = ApiErrorBody),
+        (status = 409, description = "A preset role cannot be changed.", body = ApiErrorBody),
+    )
+)]
 async fn edit_role(
     State(state): Api,
-    Path(name): Path<String>,
-    Json(edit): Json<RoleEdit>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(edit): ApiJson<RoleEdit>,
 ) -> Result<Json<RoleView>, ApiError> {
     let perms = edit
         .permissions
@@ -585,7 +665,21 @@ async fn edit_role(
     Ok(Json(role_view(r)))
 }
 
-async fn delete_role(State(state): Api, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(
+    delete, path = "/api/v1/roles/{name}", tag = "administrators", operation_id = "delete_role",
+    summary = "Delete a custom role",
+    params(("name" = String, Path, description = "The role's name.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such role.", body = ApiErrorBody),
+        (status = 409, description = "A preset role cannot be deleted.", body = ApiErrorBody),
+    )
+)]
+async fn delete_role(
+    State(state): Api,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
     if state.store.delete_role(&name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -596,7 +690,7 @@ async fn delete_role(State(state): Api, Path(name): Path<String>) -> Result<Stat
 // ---- accounts
 
 /// `POST /api/v1/accounts`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     /// Login name.
@@ -616,7 +710,7 @@ pub struct NewAccount {
 }
 
 /// `PATCH /api/v1/accounts/{name}`: what is given changes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountEdit {
     /// The person's name.
@@ -631,7 +725,7 @@ pub struct AccountEdit {
 }
 
 /// `PUT /api/v1/accounts/{name}/password`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordSet {
     /// The new password.
@@ -653,10 +747,20 @@ fn check_short(what: &str, v: Option<&String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/accounts", tag = "administrators", operation_id = "list_accounts",
+    summary = "Every administrator account",
+    params(Page),
+    responses(
+        (status = 200, description = "A page of accounts (X-Total-Count, Link rel=next).", body = Vec<AccountView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+    )
+)]
 async fn list_accounts(
     State(state): Api,
     OriginalUri(uri): OriginalUri,
-    Query(page): Query<Page>,
+    ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Response, ApiError> {
     let mut out = Vec::new();
     for a in state.store.accounts().await? {
@@ -665,9 +769,19 @@ async fn list_accounts(
     Ok(paged(out, &page, uri.path(), uri.query()))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/accounts/{name}", tag = "administrators", operation_id = "show_account",
+    summary = "One administrator account",
+    params(("name" = String, Path, description = "The account's name.")),
+    responses(
+        (status = 200, description = "The account.", body = AccountView),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such account.", body = ApiErrorBody),
+    )
+)]
 async fn show_account(
     State(state): Api,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<AccountView>, ApiError> {
     let a = state
         .store
@@ -677,9 +791,21 @@ async fn show_account(
     Ok(Json(account_view(&state, a).await?))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/accounts", tag = "administrators", operation_id = "add_account",
+    summary = "Add an administrator account",
+    request_body = NewAccount,
+    responses(
+        (status = 201, description = "The account.", body = AccountView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such role.", body = ApiErrorBody),
+        (status = 409, description = "An account of that name exists.", body = ApiErrorBody),
+    )
+)]
 async fn add_account(
     State(state): Api,
-    Json(new): Json<NewAccount>,
+    ApiJson(new): ApiJson<NewAccount>,
 ) -> Result<(StatusCode, Json<AccountView>), ApiError> {
     check_short("display name", new.display_name.as_ref())?;
     check_short("address", new.email.as_ref())?;
@@ -719,11 +845,24 @@ async fn add_account(
     Ok((StatusCode::CREATED, Json(account_view(&state, a).await?)))
 }
 
+#[utoipa::path(
+    patch, path = "/api/v1/accounts/{name}", tag = "administrators", operation_id = "edit_account",
+    summary = "Change an account's name, address, or disable it",
+    params(("name" = String, Path, description = "The account's name.")),
+    request_body = AccountEdit,
+    responses(
+        (status = 200, description = "The account.", body = AccountView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such account.", body = ApiErrorBody),
+        (status = 409, description = "You cannot disable your own account.", body = ApiErrorBody),
+    )
+)]
 async fn edit_account(
     State(state): Api,
     Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    Json(edit): Json<AccountEdit>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(edit): ApiJson<AccountEdit>,
 ) -> Result<Json<AccountView>, ApiError> {
     check_short("display name", edit.display_name.as_ref())?;
     check_short("address", edit.email.as_ref())?;
@@ -746,10 +885,21 @@ async fn edit_account(
     Ok(Json(account_view(&state, a).await?))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/accounts/{name}", tag = "administrators", operation_id = "delete_account",
+    summary = "Delete an administrator account with its sessions and tokens",
+    params(("name" = String, Path, description = "The account's name.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such account.", body = ApiErrorBody),
+        (status = 409, description = "Your own account and `admin` cannot be deleted.", body = ApiErrorBody),
+    )
+)]
 async fn delete_account(
     State(state): Api,
     Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if name.eq_ignore_ascii_case(&caller.account) {
         return Err(ApiError::new(
@@ -772,10 +922,22 @@ async fn delete_account(
     }
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/accounts/{name}/password", tag = "administrators", operation_id = "set_password",
+    summary = "Set an account's console password (its sessions end)",
+    params(("name" = String, Path, description = "The account's name.")),
+    request_body = PasswordSet,
+    responses(
+        (status = 204, description = "Set."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such account.", body = ApiErrorBody),
+    )
+)]
 async fn set_password(
     State(state): Api,
-    Path(name): Path<String>,
-    Json(set): Json<PasswordSet>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(set): ApiJson<PasswordSet>,
 ) -> Result<(StatusCode, Extension<access::AuditNote>), ApiError> {
     check_password(&set.password)?;
     if state.store.account(&name).await?.is_none() {
@@ -794,9 +956,19 @@ async fn set_password(
     ))
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/accounts/{name}/roles/{role}", tag = "administrators", operation_id = "grant_role",
+    summary = "Give an account a role",
+    params(("name" = String, Path, description = "The account's name."), ("role" = String, Path, description = "The role's name.")),
+    responses(
+        (status = 200, description = "The account.", body = AccountView),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such account or role.", body = ApiErrorBody),
+    )
+)]
 async fn grant_role(
     State(state): Api,
-    Path((name, role)): Path<(String, String)>,
+    ApiPath((name, role)): ApiPath<(String, String)>,
 ) -> Result<Json<AccountView>, ApiError> {
     state.store.grant_role(&name, &role).await?;
     let a = state
@@ -807,10 +979,21 @@ async fn grant_role(
     Ok(Json(account_view(&state, a).await?))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/accounts/{name}/roles/{role}", tag = "administrators", operation_id = "revoke_role",
+    summary = "Take a role from an account",
+    params(("name" = String, Path, description = "The account's name."), ("role" = String, Path, description = "The role's name.")),
+    responses(
+        (status = 200, description = "The account.", body = AccountView),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such account or role.", body = ApiErrorBody),
+        (status = 409, description = "You cannot take Security Administrator from yourself.", body = ApiErrorBody),
+    )
+)]
 async fn revoke_role(
     State(state): Api,
     Extension(caller): Extension<Caller>,
-    Path((name, role)): Path<(String, String)>,
+    ApiPath((name, role)): ApiPath<(String, String)>,
 ) -> Result<Json<AccountView>, ApiError> {
     if name.eq_ignore_ascii_case(&caller.account)
         && role.eq_ignore_ascii_case(access::PRESETS[0].name)
@@ -834,7 +1017,7 @@ async fn revoke_role(
 
 /// `POST /api/v1/tokens`: a token for the caller (or, for a holder of role.assign, for
 /// another account).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     /// What to call it.
@@ -848,7 +1031,8 @@ pub struct NewToken {
 }
 
 /// Which tokens to list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     /// Only this account's (holders of role.assign); default the caller's own.
     #[serde(default)]
@@ -871,10 +1055,19 @@ fn may_manage(caller: &Caller, account: &str) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/tokens", tag = "administrators", operation_id = "list_tokens",
+    summary = "API tokens: the caller's, or (with role.assign) anyone's",
+    params(TokenQuery),
+    responses(
+        (status = 200, description = "The tokens (never their secrets).", body = Vec<TokenView>),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+    )
+)]
 async fn list_tokens(
     State(state): Api,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<TokenQuery>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
 ) -> Result<Json<Vec<TokenView>>, ApiError> {
     let account = if q.all {
         may_manage(&caller, "")?;
@@ -888,10 +1081,21 @@ async fn list_tokens(
     Ok(Json(t.into_iter().map(token_view).collect()))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/tokens", tag = "administrators", operation_id = "add_token",
+    summary = "Make an API token; its secret is in this answer only",
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "The token, with its secret.", body = TokenView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such account.", body = ApiErrorBody),
+    )
+)]
 async fn add_token(
     State(state): Api,
     Extension(caller): Extension<Caller>,
-    Json(new): Json<NewToken>,
+    ApiJson(new): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<TokenView>), ApiError> {
     let account = new.account.unwrap_or_else(|| caller.account.clone());
     may_manage(&caller, &account)?;
@@ -911,10 +1115,20 @@ async fn add_token(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/tokens/{id}", tag = "administrators", operation_id = "delete_token",
+    summary = "Revoke an API token",
+    params(("id" = i64, Path, description = "The token's number.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+        (status = 404, description = "No such token.", body = ApiErrorBody),
+    )
+)]
 async fn delete_token(
     State(state): Api,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     let Some(t) = state
         .store
@@ -935,7 +1149,8 @@ async fn delete_token(
 // ---- audit log
 
 /// Which audit entries, and how.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Only this administrator's.
     #[serde(default)]
@@ -986,10 +1201,20 @@ fn parse_time(what: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     .transpose()
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "audit log", operation_id = "list_audit",
+    summary = "The audit log, newest first, in pages or exported as CSV",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "A page of entries (X-Total-Count, Link rel=next), or with format=csv every matching entry as CSV.", body = Vec<AuditView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid token or session.", body = ApiErrorBody),
+    )
+)]
 async fn list_audit(
     State(state): Api,
     OriginalUri(uri): OriginalUri,
-    Query(p): Query<AuditParams>,
+    ApiQuery(p): ApiQuery<AuditParams>,
 ) -> Result<Response, ApiError> {
     if let Some(r) = &p.result
         && !bramble_store::AUDIT_RESULTS.contains(&r.as_str())

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::get;
@@ -14,6 +14,7 @@ use bramble_store::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiErrorBody, ApiJson, ApiPath};
 use super::{AdminState, ApiError};
 
 /// What `admin.json` holds: where a local `bramble admin` connects, with which token.
@@ -64,6 +65,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .with_state(state);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/api/openapi.json", get(super::openapi::openapi_json))
         .nest("/api/v1", api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -71,19 +73,25 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .layer(middleware::from_fn(super::error::one_shape))
 }
 
-#[derive(Serialize)]
+/// `GET /api/v1/status`: the server, its relay link and its numbers.
+#[derive(Serialize, utoipa::ToSchema)]
 struct StatusView {
+    /// The server's SRP id.
     srp_id: String,
+    /// The link to the relay.
     relay: crate::router::LinkState,
+    /// The configuration database's kind: sqlite or postgres.
     database: String,
+    /// Users.
     users: usize,
+    /// Activated devices.
     devices: usize,
     /// Push-mail statistics of the whole server.
     mail: MailStatsView,
 }
 
 /// Push-mail statistics (BES's individual and global statistics).
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailStatsView {
     /// Messages forwarded to the device (first sends).
     pub forwarded: i64,
@@ -120,6 +128,11 @@ async fn mail_stats(state: &AdminState, scope: &str) -> Result<MailStatsView, Ap
     })
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/status", tag = "server", operation_id = "status",
+    summary = "The server's SRP id, relay link, database and statistics",
+    responses((status = 200, description = "The server's state.", body = StatusView), (status = 401, description = "No valid administration token.", body = ApiErrorBody))
+)]
 async fn status(State(state): State<Arc<AdminState>>) -> Result<Json<StatusView>, ApiError> {
     Ok(Json(StatusView {
         srp_id: state.srp.to_string(),
@@ -132,7 +145,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Result<Json<StatusView>
 }
 
 /// A user as the API shows them.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     /// Email address.
     pub email: String,
@@ -169,7 +182,7 @@ pub struct UserView {
 }
 
 /// A device as the API shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceView {
     /// 8 hex digits.
     pub pin: String,
@@ -182,7 +195,7 @@ pub struct DeviceView {
 }
 
 /// One status change.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventView {
     /// BES status text.
     pub status: String,
@@ -237,6 +250,11 @@ async fn view(
     })
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/users", tag = "users", operation_id = "list_users",
+    summary = "Every user, with status and device",
+    responses((status = 200, description = "The users.", body = Vec<UserView>), (status = 401, description = "No valid administration token.", body = ApiErrorBody))
+)]
 async fn list_users(State(state): State<Arc<AdminState>>) -> Result<Json<Vec<UserView>>, ApiError> {
     let mut out = Vec::new();
     for u in state.store.list_users().await? {
@@ -245,20 +263,29 @@ async fn list_users(State(state): State<Arc<AdminState>>) -> Result<Json<Vec<Use
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    /// The user's email address.
     email: String,
+    /// A display name, at most 256 bytes.
     #[serde(default)]
     display_name: Option<String>,
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "users", operation_id = "add_user",
+    summary = "Add a user (BES status Initializing)",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "The user, added.", body = UserView), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 409, description = "A user with that address exists.", body = ApiErrorBody),
+    )
+)]
 async fn add_user(
     State(state): State<Arc<AdminState>>,
-    body: Result<Json<NewUser>, axum::extract::rejection::JsonRejection>,
+    ApiJson(new): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let Json(new) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     if new.display_name.as_ref().is_some_and(|n| n.len() > 256) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -280,9 +307,15 @@ async fn add_user(
     Ok((StatusCode::CREATED, Json(view(&state, u, history).await?)))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/users/{email}", tag = "users", operation_id = "show_user",
+    summary = "One user with timeline, statistics, groups, IT policy and software",
+    params(("email" = String, Path, description = "The user's email address.")),
+    responses((status = 200, description = "The user.", body = UserView), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody))
+)]
 async fn show_user(
     State(state): State<Arc<AdminState>>,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
 ) -> Result<Json<UserView>, ApiError> {
     let u = state
         .store
@@ -298,9 +331,15 @@ async fn show_user(
     Ok(Json(v))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/users/{email}", tag = "users", operation_id = "delete_user",
+    summary = "Delete a user and their device",
+    params(("email" = String, Path, description = "The user's email address.")),
+    responses((status = 204, description = "Deleted."), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody))
+)]
 async fn delete_user(
     State(state): State<Arc<AdminState>>,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if state.store.delete_user(&email).await? {
         tracing::info!(user = %email, "user deleted");
@@ -314,11 +353,14 @@ async fn delete_user(
 }
 
 /// `POST /users/{email}/activation-password`: either a password or `generate: true`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ActivationPasswordRequest {
+    /// The password (6 to 128 characters, no control characters, no spaces at either end);
+    /// leave it out and set `generate` to have one made.
     #[serde(default)]
     password: Option<String>,
+    /// Have the server make a password, shown once in the answer.
     #[serde(default)]
     generate: bool,
     /// How long it stays valid, as "48h", "2d", "30m". Default 48 h.
@@ -330,7 +372,7 @@ struct ActivationPasswordRequest {
 }
 
 /// The answer: when it expires, and the password only when the server made it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActivationPasswordView {
     /// The user.
     pub email: String,
@@ -373,12 +415,22 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/users/{email}/activation-password", tag = "users",
+    operation_id = "set_activation_password",
+    summary = "Set or generate the user's Enterprise Activation password",
+    params(("email" = String, Path, description = "The user's email address.")),
+    request_body = ActivationPasswordRequest,
+    responses(
+        (status = 200, description = "Set; the password is shown only when the server made it.", body = ActivationPasswordView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody),
+    )
+)]
 async fn set_activation_password(
     State(state): State<Arc<AdminState>>,
-    Path(email): Path<String>,
-    body: Result<Json<ActivationPasswordRequest>, axum::extract::rejection::JsonRejection>,
+    ApiPath(email): ApiPath<String>,
+    ApiJson(req): ApiJson<ActivationPasswordRequest>,
 ) -> Result<Json<ActivationPasswordView>, ApiError> {
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let user = state
         .store
         .user(&email)
@@ -472,26 +524,36 @@ async fn set_activation_password(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MailPasswordRequest {
+    /// The mailbox password, 1 to 1024 characters, no control characters.
     password: String,
 }
 
 /// `PUT /users/{email}/mail-password`: the user's own mailbox password, for servers without a
 /// service account (`[server.mail] per_user = true`). Stored encrypted; never shown again.
 /// A change to a user's mail settings: each field left out stays as it is.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MailSettingsChange {
+    /// Forward new mail to the device.
     push: Option<bool>,
+    /// Keep a copy of mail sent from the device in the Sent folder.
     save_sent: Option<bool>,
+    /// Reconcile read/unread, flags, deletes and moves both ways.
     reconcile: Option<bool>,
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/users/{email}/mail-settings", tag = "users",
+    operation_id = "show_mail_settings", summary = "The user's push-mail settings",
+    params(("email" = String, Path, description = "The user's email address.")),
+    responses((status = 200, description = "The settings.", body = super::openapi::MailSettings), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody))
+)]
 async fn show_mail_settings(
     State(state): State<Arc<AdminState>>,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
 ) -> Result<Json<bramble_store::MailSettings>, ApiError> {
     let user = state
         .store
@@ -501,12 +563,22 @@ async fn show_mail_settings(
     Ok(Json(state.store.mail_settings(&user.email).await?))
 }
 
+#[utoipa::path(
+    patch, path = "/api/v1/users/{email}/mail-settings", tag = "users",
+    operation_id = "edit_mail_settings",
+    summary = "Change the user's push-mail settings (what is left out stays)",
+    params(("email" = String, Path, description = "The user's email address.")),
+    request_body = MailSettingsChange,
+    responses(
+        (status = 200, description = "The settings now.", body = super::openapi::MailSettings),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody),
+    )
+)]
 async fn edit_mail_settings(
     State(state): State<Arc<AdminState>>,
-    Path(email): Path<String>,
-    body: Result<Json<MailSettingsChange>, axum::extract::rejection::JsonRejection>,
+    ApiPath(email): ApiPath<String>,
+    ApiJson(change): ApiJson<MailSettingsChange>,
 ) -> Result<Json<bramble_store::MailSettings>, ApiError> {
-    let Json(change) = body.map_err(|e| bad(e.body_text()))?;
     let user = state
         .store
         .user(&email)
@@ -530,12 +602,22 @@ async fn edit_mail_settings(
     Ok(Json(settings))
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/users/{email}/mail-password", tag = "users",
+    operation_id = "set_mail_password",
+    summary = "Set the user's own mailbox password (servers without a service account)",
+    params(("email" = String, Path, description = "The user's email address.")),
+    request_body = MailPasswordRequest,
+    responses(
+        (status = 204, description = "Stored, encrypted."), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody),
+        (status = 409, description = "This server does not keep mailbox passwords.", body = ApiErrorBody),
+    )
+)]
 async fn set_mail_password(
     State(state): State<Arc<AdminState>>,
-    Path(email): Path<String>,
-    body: Result<Json<MailPasswordRequest>, axum::extract::rejection::JsonRejection>,
+    ApiPath(email): ApiPath<String>,
+    ApiJson(req): ApiJson<MailPasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     if req.password.is_empty()
         || req.password.len() > 1024
         || req.password.chars().any(char::is_control)
@@ -571,7 +653,7 @@ async fn set_mail_password(
 // ---- push-mail filters (BES "global filters" and user filters) ----
 
 /// A push-mail filter as the API shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FilterView {
     /// The filter's number, what the other filter routes name it by.
     pub id: i64,
@@ -588,8 +670,10 @@ pub struct FilterView {
     pub enabled: bool,
     /// Patterns (case-insensitive substrings, `*` and `?` wildcards) and the importance; null
     /// is no condition.
+    #[schema(value_type = super::openapi::FilterConditions)]
     pub conditions: FilterConditions,
     /// "forward", "forward_with_priority" or "do_not_forward".
+    #[schema(value_type = super::openapi::FilterAction)]
     pub action: FilterAction,
     /// When it was added (RFC 3339).
     pub created_at: String,
@@ -619,29 +703,37 @@ impl From<Filter> for FilterView {
 }
 
 /// The conditions of `POST …/filters`: a pattern or importance, or null (or absent) for none.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConditionsRequest {
+    /// A pattern for the From header.
     #[serde(default)]
     from: Option<String>,
+    /// A pattern one of the To addresses must match.
     #[serde(default)]
     to: Option<String>,
+    /// A pattern one of the Cc addresses must match.
     #[serde(default)]
     cc: Option<String>,
+    /// A pattern for the subject.
     #[serde(default)]
     subject: Option<String>,
+    /// "high", "normal" or "low".
     #[serde(default)]
     importance: Option<String>,
 }
 
 /// `POST /filters` and `POST /users/{email}/filters`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewFilterRequest {
+    /// Its name, unique within its scope.
     #[serde(default)]
     name: String,
+    /// What a message must match; absent or null: every message.
     #[serde(default)]
     conditions: ConditionsRequest,
+    /// forward, forward_with_priority (or priority) or do_not_forward (or drop); required.
     #[serde(default)]
     action: Option<String>,
     /// From 1; absent: last.
@@ -662,39 +754,49 @@ where
 }
 
 /// The conditions of `PATCH /filters/{id}`: absent stays, null (or "") removes, a value sets.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConditionsPatch {
+    /// A pattern for the From header; null or "" removes it.
     #[serde(default, deserialize_with = "present")]
     from: Option<Option<String>>,
+    /// A pattern one of the To addresses must match; null or "" removes it.
     #[serde(default, deserialize_with = "present")]
     to: Option<Option<String>>,
+    /// A pattern one of the Cc addresses must match; null or "" removes it.
     #[serde(default, deserialize_with = "present")]
     cc: Option<Option<String>>,
+    /// A pattern for the subject; null or "" removes it.
     #[serde(default, deserialize_with = "present")]
     subject: Option<Option<String>>,
+    /// "high", "normal" or "low"; null or "" removes it.
     #[serde(default, deserialize_with = "present")]
     importance: Option<Option<String>>,
 }
 
 /// `PATCH /filters/{id}`: what is absent stays as it is.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FilterPatch {
+    /// A new name.
     #[serde(default)]
     name: Option<String>,
+    /// Conditions to change.
     #[serde(default)]
     conditions: ConditionsPatch,
+    /// A new action.
     #[serde(default)]
     action: Option<String>,
+    /// Enable or disable it.
     #[serde(default)]
     enabled: Option<bool>,
 }
 
 /// `POST /filters/{id}/move`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MoveRequest {
+    /// Its new place, from 1.
     position: u32,
 }
 
@@ -734,15 +836,26 @@ fn parse_action(text: Option<&str>) -> Result<Option<FilterAction>, ApiError> {
     .transpose()
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/filters", tag = "mail filters", operation_id = "list_global_filters",
+    summary = "The global push-mail filters, in order",
+    responses((status = 200, description = "The filters.", body = Vec<FilterView>), (status = 401, description = "No valid administration token.", body = ApiErrorBody))
+)]
 async fn list_global_filters(
     State(state): State<Arc<AdminState>>,
 ) -> Result<Json<Vec<FilterView>>, ApiError> {
     list_filters(&state, &FilterScope::Global).await
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/users/{email}/filters", tag = "mail filters",
+    operation_id = "list_user_filters", summary = "A user's push-mail filters, in order",
+    params(("email" = String, Path, description = "The user's email address.")),
+    responses((status = 200, description = "The filters.", body = Vec<FilterView>), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody))
+)]
 async fn list_user_filters(
     State(state): State<Arc<AdminState>>,
-    Path(email): Path<String>,
+    ApiPath(email): ApiPath<String>,
 ) -> Result<Json<Vec<FilterView>>, ApiError> {
     list_filters(&state, &FilterScope::User(email)).await
 }
@@ -759,17 +872,36 @@ async fn list_filters(
     Ok(Json(list.into_iter().map(FilterView::from).collect()))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/filters", tag = "mail filters", operation_id = "add_global_filter",
+    summary = "Add a global push-mail filter",
+    request_body = NewFilterRequest,
+    responses(
+        (status = 201, description = "The filter, added.", body = FilterView), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 409, description = "A filter of that name exists in this scope.", body = ApiErrorBody),
+    )
+)]
 async fn add_global_filter(
     State(state): State<Arc<AdminState>>,
-    body: Result<Json<NewFilterRequest>, axum::extract::rejection::JsonRejection>,
+    ApiJson(body): ApiJson<NewFilterRequest>,
 ) -> Result<(StatusCode, Json<FilterView>), ApiError> {
     add_filter(&state, FilterScope::Global, body).await
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/users/{email}/filters", tag = "mail filters",
+    operation_id = "add_user_filter", summary = "Add a push-mail filter for one user",
+    params(("email" = String, Path, description = "The user's email address.")),
+    request_body = NewFilterRequest,
+    responses(
+        (status = 201, description = "The filter, added.", body = FilterView), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody),
+        (status = 409, description = "A filter of that name exists in this scope.", body = ApiErrorBody),
+    )
+)]
 async fn add_user_filter(
     State(state): State<Arc<AdminState>>,
-    Path(email): Path<String>,
-    body: Result<Json<NewFilterRequest>, axum::extract::rejection::JsonRejection>,
+    ApiPath(email): ApiPath<String>,
+    ApiJson(body): ApiJson<NewFilterRequest>,
 ) -> Result<(StatusCode, Json<FilterView>), ApiError> {
     add_filter(&state, FilterScope::User(email), body).await
 }
@@ -777,9 +909,8 @@ async fn add_user_filter(
 async fn add_filter(
     state: &AdminState,
     scope: FilterScope,
-    body: Result<Json<NewFilterRequest>, axum::extract::rejection::JsonRejection>,
+    req: NewFilterRequest,
 ) -> Result<(StatusCode, Json<FilterView>), ApiError> {
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let Some(action) = parse_action(req.action.as_deref())? else {
         return Err(bad(
             "give the filter an action: forward, forward_with_priority or do_not_forward",
@@ -808,22 +939,37 @@ async fn add_filter(
     Ok((StatusCode::CREATED, Json(f.into())))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/filters/{id}", tag = "mail filters", operation_id = "show_filter",
+    summary = "One push-mail filter, global or a user's",
+    params(("id" = String, Path, description = "The filter's number, as `GET /api/v1/filters` shows it.")),
+    responses((status = 200, description = "The filter.", body = FilterView), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such filter.", body = ApiErrorBody))
+)]
 async fn show_filter(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<FilterView>, ApiError> {
     let id = filter_id(&id)?;
     let f = state.store.filter(id).await?.ok_or_else(|| no_filter(id))?;
     Ok(Json(f.into()))
 }
 
+#[utoipa::path(
+    patch, path = "/api/v1/filters/{id}", tag = "mail filters", operation_id = "edit_filter",
+    summary = "Change a push-mail filter (what is left out stays)",
+    params(("id" = String, Path, description = "The filter's number, as `GET /api/v1/filters` shows it.")),
+    request_body = FilterPatch,
+    responses(
+        (status = 200, description = "The filter now.", body = FilterView), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such filter.", body = ApiErrorBody),
+        (status = 409, description = "A filter of that name exists in this scope.", body = ApiErrorBody),
+    )
+)]
 async fn edit_filter(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
-    body: Result<Json<FilterPatch>, axum::extract::rejection::JsonRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<FilterPatch>,
 ) -> Result<Json<FilterView>, ApiError> {
     let id = filter_id(&id)?;
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let c = req.conditions;
     let f = state
         .store
@@ -846,13 +992,19 @@ async fn edit_filter(
     Ok(Json(f.into()))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/filters/{id}/move", tag = "mail filters", operation_id = "move_filter",
+    summary = "Move a push-mail filter to another place among its scope's filters",
+    params(("id" = String, Path, description = "The filter's number, as `GET /api/v1/filters` shows it.")),
+    request_body = MoveRequest,
+    responses((status = 200, description = "The filter, moved.", body = FilterView), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such filter.", body = ApiErrorBody))
+)]
 async fn move_filter(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
-    body: Result<Json<MoveRequest>, axum::extract::rejection::JsonRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<MoveRequest>,
 ) -> Result<Json<FilterView>, ApiError> {
     let id = filter_id(&id)?;
-    let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let f = state
         .store
         .move_filter(id, req.position)
@@ -862,9 +1014,15 @@ async fn move_filter(
     Ok(Json(f.into()))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/filters/{id}", tag = "mail filters", operation_id = "delete_filter",
+    summary = "Remove a push-mail filter",
+    params(("id" = String, Path, description = "The filter's number, as `GET /api/v1/filters` shows it.")),
+    responses((status = 204, description = "Removed."), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such filter.", body = ApiErrorBody))
+)]
 async fn delete_filter(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = filter_id(&id)?;
     if !state.store.delete_filter(id).await? {

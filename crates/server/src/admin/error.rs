@@ -1,9 +1,17 @@
-//! The API's one error shape: `{"error": {"code": "...", "message": "..."}}`.
+//! The API's one error shape: `{"error": {"code": "...", "message": "..."}}`, and the
+//! extractors ([`ApiJson`], [`ApiPath`], [`ApiQuery`]) that answer a malformed body, path or
+//! query in it instead of axum's plain-text refusals.
+//!
+//! Owns: the error answer and its schema. Must not touch: the database, routing, the token check.
 
 use axum::Json;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use bramble_store::StoreError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// An error answer.
 #[derive(Debug)]
@@ -180,9 +188,134 @@ pub async fn one_shape(req: axum::extract::Request, next: axum::middleware::Next
     out
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    /// What went wrong.
+    pub error: ApiErrorDetail,
+}
+
+/// The `error` member of [`ApiErrorBody`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiErrorDetail {
+    /// A stable machine-readable code: `bad_request`, `unauthorized`, `no_such_user`, …
+    pub code: String,
+    /// A sentence for the administrator.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let body = ApiErrorBody {
+            error: ApiErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// No text the API takes may hold U+0000: PostgreSQL cannot store it, and no name, address or
+/// pattern needs it.
+fn no_nul<'a>(where_: &str, mut texts: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
+    if texts.any(|t| t.contains('\0')) {
+        return Err(bad_request(format!(
+            "the request's {where_} holds a NUL character (U+0000), which no value may contain"
+        )));
+    }
+    Ok(())
+}
+
+/// Every string of a JSON value, keys included.
+fn json_strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| json_strings(v, out)),
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                out.push(k);
+                json_strings(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A JSON request body; a missing, malformed or mistyped one is a 400 in the one error shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<serde_json::Value>::from_request(req, state)
+            .await
+            .map_err(|e| bad_request(e.body_text()))?;
+        let mut texts = Vec::new();
+        json_strings(&value, &mut texts);
+        no_nul("body", texts.into_iter())?;
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| bad_request(format!("the JSON body does not fit: {e}")))
+    }
+}
+
+/// Path parameters; one that does not parse (a command id that is not a number) is a 400 in
+/// the one error shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| bad_request(e.body_text()))?;
+        no_nul("path", raw.iter().map(|(_, v)| v))?;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(bad_request(e.body_text())),
+        }
+    }
+}
+
+/// A query string; a missing or malformed parameter is a 400 in the one error shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+                .map_err(|e| bad_request(e.body_text()))?;
+        no_nul(
+            "query",
+            pairs.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+        )?;
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(bad_request(e.body_text())),
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod access;
 pub mod access_api;
 mod api;
 mod error;
+pub mod openapi;
 pub mod pages;
 mod policy_api;
 mod sync_api;

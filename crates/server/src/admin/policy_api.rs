@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use bramble_proto::Pin;
@@ -18,6 +18,7 @@ use bramble_proto::schema::PolicyRule;
 use bramble_store::{PolicyVersion, StoreError};
 use serde::Deserialize;
 
+use super::error::{ApiErrorBody, ApiJson, ApiPath, ApiQuery};
 use super::views::*;
 use super::{AdminState, ApiError};
 use crate::policy::{commands, resolve, rules, software};
@@ -122,6 +123,14 @@ fn tell_user(state: &AdminState, email: &str) {
 
 // ---- rules and presets
 
+#[utoipa::path(
+    get, path = "/api/v1/policy-rules", tag = "IT policies", operation_id = "list_rules",
+    summary = "The catalogue of IT policy rules",
+    responses(
+        (status = 200, description = "Every rule.", body = Vec<RuleView>),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+    )
+)]
 async fn list_rules() -> Json<Vec<RuleView>> {
     Json(
         rules::catalogue()
@@ -136,6 +145,14 @@ async fn list_rules() -> Json<Vec<RuleView>> {
     )
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/policy-presets", tag = "IT policies", operation_id = "list_presets",
+    summary = "BES 5's preset IT policies",
+    responses(
+        (status = 200, description = "The presets.", body = Vec<PresetView>),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+    )
+)]
 async fn list_presets() -> Json<Vec<PresetView>> {
     Json(
         rules::presets()
@@ -222,6 +239,14 @@ async fn policy_view(
     })
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/policies", tag = "IT policies", operation_id = "list_policies",
+    summary = "Every IT policy (without rules and versions)",
+    responses(
+        (status = 200, description = "The policies.", body = Vec<PolicyView>),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+    )
+)]
 async fn list_policies(State(state): Api) -> Result<Json<Vec<PolicyView>>, ApiError> {
     let mut out = Vec::new();
     for p in state.store.policies().await? {
@@ -271,9 +296,21 @@ fn apply_values(
     Ok(rules::resolve(&refs))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/policies", tag = "IT policies", operation_id = "create_policy",
+    summary = "Create an IT policy from the defaults, a preset or another policy",
+    request_body = NewPolicy,
+    responses(
+        (status = 201, description = "The policy, created.", body = PolicyView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "The policy or preset to start from does not exist.", body = ApiErrorBody),
+        (status = 409, description = "A policy of that name exists.", body = ApiErrorBody),
+    )
+)]
 async fn create_policy(
     State(state): Api,
-    Json(new): Json<NewPolicy>,
+    ApiJson(new): ApiJson<NewPolicy>,
 ) -> Result<(StatusCode, Json<PolicyView>), ApiError> {
     let base = match new.from.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => rules::resolve(&[]),
@@ -302,24 +339,59 @@ async fn create_policy(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/policies/{name}", tag = "IT policies", operation_id = "show_policy",
+    summary = "One IT policy with its rules and versions",
+    params(("name" = String, Path, description = "The IT policy's name.")),
+    responses(
+        (status = 200, description = "The policy.", body = PolicyView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such IT policy.", body = ApiErrorBody),
+    )
+)]
 async fn show_policy(
     State(state): Api,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PolicyView>, ApiError> {
     Ok(Json(policy_view(&state, &name, None).await?))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/policies/{name}/versions/{version}", tag = "IT policies", operation_id = "show_version",
+    summary = "One version of an IT policy",
+    params(("name" = String, Path, description = "The IT policy's name."), ("version" = u32, Path, description = "The version, from 1.")),
+    responses(
+        (status = 200, description = "The policy at that version.", body = PolicyView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such IT policy or version.", body = ApiErrorBody),
+    )
+)]
 async fn show_version(
     State(state): Api,
-    Path((name, version)): Path<(String, u32)>,
+    ApiPath((name, version)): ApiPath<(String, u32)>,
 ) -> Result<Json<PolicyView>, ApiError> {
     Ok(Json(policy_view(&state, &name, Some(version)).await?))
 }
 
+#[utoipa::path(
+    patch, path = "/api/v1/policies/{name}", tag = "IT policies", operation_id = "edit_policy",
+    summary = "Change an IT policy: a new version when a rule changes",
+    params(("name" = String, Path, description = "The IT policy's name.")),
+    request_body = PolicyEdit,
+    responses(
+        (status = 200, description = "The policy now.", body = PolicyView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such IT policy.", body = ApiErrorBody),
+        (status = 409, description = "The rules given are the ones the policy has already.", body = ApiErrorBody),
+    )
+)]
 async fn edit_policy(
     State(state): Api,
-    Path(name): Path<String>,
-    Json(edit): Json<PolicyEdit>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(edit): ApiJson<PolicyEdit>,
 ) -> Result<Json<PolicyView>, ApiError> {
     let current = state
         .store
@@ -361,9 +433,21 @@ async fn edit_policy(
     Ok(Json(policy_view(&state, &current.name, None).await?))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/policies/{name}", tag = "IT policies", operation_id = "delete_policy",
+    summary = "Delete an IT policy",
+    params(("name" = String, Path, description = "The IT policy's name.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such IT policy.", body = ApiErrorBody),
+        (status = 409, description = "The Default policy cannot be deleted.", body = ApiErrorBody),
+    )
+)]
 async fn delete_policy(
     State(state): Api,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if name.trim().eq_ignore_ascii_case(resolve::DEFAULT_POLICY) {
         return Err(ApiError::new(
@@ -380,16 +464,31 @@ async fn delete_policy(
     }
 }
 
-#[derive(Deserialize)]
+/// `?from=V1&to=V2`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DiffQuery {
+    /// The first version.
     from: u32,
+    /// The second version.
     to: u32,
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/policies/{name}/diff", tag = "IT policies", operation_id = "diff_policy",
+    summary = "What changed between two versions of an IT policy",
+    params(("name" = String, Path, description = "The IT policy's name."), DiffQuery),
+    responses(
+        (status = 200, description = "The differences.", body = PolicyDiffView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such IT policy or version.", body = ApiErrorBody),
+    )
+)]
 async fn diff_policy(
     State(state): Api,
-    Path(name): Path<String>,
-    Query(q): Query<DiffQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DiffQuery>,
 ) -> Result<Json<PolicyDiffView>, ApiError> {
     let summary = state
         .store
@@ -440,10 +539,22 @@ async fn diff_policy(
     }))
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/users/{email}/policy", tag = "IT policies", operation_id = "assign_user_policy",
+    summary = "Assign an IT policy to a user (null removes the assignment)",
+    params(("email" = String, Path, description = "The user's email address.")),
+    request_body = PolicyAssignment,
+    responses(
+        (status = 204, description = "Assigned."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such user or IT policy.", body = ApiErrorBody),
+    )
+)]
 async fn assign_user_policy(
     State(state): Api,
-    Path(email): Path<String>,
-    Json(a): Json<PolicyAssignment>,
+    ApiPath(email): ApiPath<String>,
+    ApiJson(a): ApiJson<PolicyAssignment>,
 ) -> Result<StatusCode, ApiError> {
     let policy = a.policy.as_deref().map(str::trim).filter(|s| !s.is_empty());
     state.store.assign_policy_to_user(&email, policy).await?;
@@ -451,10 +562,22 @@ async fn assign_user_policy(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/groups/{name}/policy", tag = "IT policies", operation_id = "assign_group_policy",
+    summary = "Assign an IT policy to a group (null removes the assignment)",
+    params(("name" = String, Path, description = "The group's name.")),
+    request_body = PolicyAssignment,
+    responses(
+        (status = 204, description = "Assigned."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group or IT policy.", body = ApiErrorBody),
+    )
+)]
 async fn assign_group_policy(
     State(state): Api,
-    Path(name): Path<String>,
-    Json(a): Json<PolicyAssignment>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(a): ApiJson<PolicyAssignment>,
 ) -> Result<StatusCode, ApiError> {
     let policy = a.policy.as_deref().map(str::trim).filter(|s| !s.is_empty());
     state.store.assign_policy_to_group(&name, policy).await?;
@@ -502,6 +625,14 @@ async fn find_assignment(
     Ok(None)
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/groups", tag = "groups", operation_id = "list_groups",
+    summary = "Every group with members and assignments",
+    responses(
+        (status = 200, description = "The groups.", body = Vec<GroupView>),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+    )
+)]
 async fn list_groups(State(state): Api) -> Result<Json<Vec<GroupView>>, ApiError> {
     let mut out = Vec::new();
     for g in state.store.groups().await? {
@@ -510,9 +641,20 @@ async fn list_groups(State(state): Api) -> Result<Json<Vec<GroupView>>, ApiError
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/groups", tag = "groups", operation_id = "add_group",
+    summary = "Add a group",
+    request_body = NewGroup,
+    responses(
+        (status = 201, description = "The group, added.", body = GroupView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 409, description = "A group of that name exists.", body = ApiErrorBody),
+    )
+)]
 async fn add_group(
     State(state): Api,
-    Json(new): Json<NewGroup>,
+    ApiJson(new): ApiJson<NewGroup>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
     let g = state
         .store
@@ -524,14 +666,39 @@ async fn add_group(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/groups/{name}", tag = "groups", operation_id = "show_group",
+    summary = "One group",
+    params(("name" = String, Path, description = "The group's name.")),
+    responses(
+        (status = 200, description = "The group.", body = GroupView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group.", body = ApiErrorBody),
+    )
+)]
 async fn show_group(
     State(state): Api,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<GroupView>, ApiError> {
     Ok(Json(group_view(&state, &name).await?))
 }
 
-async fn delete_group(State(state): Api, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(
+    delete, path = "/api/v1/groups/{name}", tag = "groups", operation_id = "delete_group",
+    summary = "Delete a group",
+    params(("name" = String, Path, description = "The group's name.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group.", body = ApiErrorBody),
+    )
+)]
+async fn delete_group(
+    State(state): Api,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
     if state.store.delete_group(&name).await? {
         tell_all(&state);
         Ok(StatusCode::NO_CONTENT)
@@ -540,18 +707,40 @@ async fn delete_group(State(state): Api, Path(name): Path<String>) -> Result<Sta
     }
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/groups/{name}/members/{email}", tag = "groups", operation_id = "add_member",
+    summary = "Add a user to a group",
+    params(("name" = String, Path, description = "The group's name."), ("email" = String, Path, description = "The user's email address.")),
+    responses(
+        (status = 200, description = "The group now.", body = GroupView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group or user.", body = ApiErrorBody),
+    )
+)]
 async fn add_member(
     State(state): Api,
-    Path((name, email)): Path<(String, String)>,
+    ApiPath((name, email)): ApiPath<(String, String)>,
 ) -> Result<Json<GroupView>, ApiError> {
     state.store.add_group_member(&name, &email).await?;
     tell_user(&state, &email);
     Ok(Json(group_view(&state, &name).await?))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/groups/{name}/members/{email}", tag = "groups", operation_id = "remove_member",
+    summary = "Remove a user from a group",
+    params(("name" = String, Path, description = "The group's name."), ("email" = String, Path, description = "The user's email address.")),
+    responses(
+        (status = 200, description = "The group now.", body = GroupView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group or user.", body = ApiErrorBody),
+    )
+)]
 async fn remove_member(
     State(state): Api,
-    Path((name, email)): Path<(String, String)>,
+    ApiPath((name, email)): ApiPath<(String, String)>,
 ) -> Result<Json<GroupView>, ApiError> {
     if state.store.group(&name).await?.is_none() {
         return Err(no_group(&name));
@@ -563,10 +752,23 @@ async fn remove_member(
 
 // ---- commands
 
+#[utoipa::path(
+    post, path = "/api/v1/users/{email}/commands", tag = "IT admin commands", operation_id = "add_command",
+    summary = "Queue an IT admin command for the user's device",
+    params(("email" = String, Path, description = "The user's email address.")),
+    request_body = NewCommand,
+    responses(
+        (status = 202, description = "Queued; the policy service sends it.", body = CommandView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such user.", body = ApiErrorBody),
+        (status = 409, description = "The user has no activated device.", body = ApiErrorBody),
+    )
+)]
 async fn add_command(
     State(state): Api,
-    Path(email): Path<String>,
-    Json(new): Json<NewCommand>,
+    ApiPath(email): ApiPath<String>,
+    ApiJson(new): ApiJson<NewCommand>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
     let (kind, params) = commands::check(&new).map_err(bad)?;
     let user = state
@@ -605,19 +807,34 @@ async fn add_command(
     Ok((StatusCode::ACCEPTED, Json(commands::view(row))))
 }
 
-#[derive(Deserialize)]
+/// Which commands to list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CommandQuery {
+    /// Only this user's.
     #[serde(default)]
     user: Option<String>,
+    /// Only those not yet done, failed or cancelled.
     #[serde(default)]
     open: bool,
+    /// At most this many (default 100, at most 1000).
     #[serde(default)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/commands", tag = "IT admin commands", operation_id = "list_commands",
+    summary = "IT admin commands, newest first",
+    params(CommandQuery),
+    responses(
+        (status = 200, description = "The commands.", body = Vec<CommandView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+    )
+)]
 async fn list_commands(
     State(state): Api,
-    Query(q): Query<CommandQuery>,
+    ApiQuery(q): ApiQuery<CommandQuery>,
 ) -> Result<Json<Vec<CommandView>>, ApiError> {
     let rows = state
         .store
@@ -634,9 +851,20 @@ fn no_command(id: i64) -> ApiError {
     )
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/commands/{id}", tag = "IT admin commands", operation_id = "show_command",
+    summary = "One IT admin command and its receipt",
+    params(("id" = i64, Path, description = "The command's number.")),
+    responses(
+        (status = 200, description = "The command.", body = CommandView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such command.", body = ApiErrorBody),
+    )
+)]
 async fn show_command(
     State(state): Api,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<CommandView>, ApiError> {
     let row = state
         .store
@@ -646,9 +874,21 @@ async fn show_command(
     Ok(Json(commands::view(row)))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/commands/{id}/cancel", tag = "IT admin commands", operation_id = "cancel_command",
+    summary = "Cancel an IT admin command not yet sent",
+    params(("id" = i64, Path, description = "The command's number.")),
+    responses(
+        (status = 200, description = "The command, cancelled.", body = CommandView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such command.", body = ApiErrorBody),
+        (status = 409, description = "The command was sent already.", body = ApiErrorBody),
+    )
+)]
 async fn cancel_command(
     State(state): Api,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<CommandView>, ApiError> {
     let row = state
         .store
@@ -693,6 +933,14 @@ fn package_view(p: bramble_store::Package) -> PackageView {
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/software/packages", tag = "software", operation_id = "list_packages",
+    summary = "The application repository",
+    responses(
+        (status = 200, description = "The packages.", body = Vec<PackageView>),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+    )
+)]
 async fn list_packages(State(state): Api) -> Result<Json<Vec<PackageView>>, ApiError> {
     Ok(Json(
         state
@@ -705,15 +953,32 @@ async fn list_packages(State(state): Api) -> Result<Json<Vec<PackageView>>, ApiE
     ))
 }
 
-#[derive(Deserialize)]
+/// The package's name and version.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// The application's name.
     name: String,
+    /// Its version.
     version: String,
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/software/packages", tag = "software", operation_id = "upload_package",
+    summary = "Upload an application package (the file is the request body)",
+    params(UploadQuery),
+    request_body(content = super::openapi::PackageFile, content_type = "application/octet-stream", description = "The package file, as it is (any content type is taken), 1 byte to the repository's limit."),
+    responses(
+        (status = 201, description = "The package, stored.", body = PackageView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 409, description = "That version of the application is in the repository already.", body = ApiErrorBody),
+        (status = 413, description = "The package is larger than the repository takes.", body = ApiErrorBody),
+    )
+)]
 async fn upload_package(
     State(state): Api,
-    Query(q): Query<UploadQuery>,
+    ApiQuery(q): ApiQuery<UploadQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PackageView>), ApiError> {
     if body.is_empty() {
@@ -746,9 +1011,20 @@ async fn upload_package(
     Ok((StatusCode::CREATED, Json(package_view(p))))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/software/packages/{name}/{version}", tag = "software", operation_id = "delete_package",
+    summary = "Remove a package from the application repository",
+    params(("name" = String, Path, description = "The application's name."), ("version" = String, Path, description = "Its version.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such package.", body = ApiErrorBody),
+    )
+)]
 async fn delete_package(
     State(state): Api,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     if state.store.delete_package(&name, &version).await? {
         tell_all(&state);
@@ -787,6 +1063,14 @@ async fn config_view(state: &AdminState, name: &str) -> Result<SoftwareConfigVie
     })
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/software/configs", tag = "software", operation_id = "list_configs",
+    summary = "Every software configuration",
+    responses(
+        (status = 200, description = "The configurations.", body = Vec<SoftwareConfigView>),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+    )
+)]
 async fn list_configs(State(state): Api) -> Result<Json<Vec<SoftwareConfigView>>, ApiError> {
     let mut out = Vec::new();
     for c in state.store.software_configs().await? {
@@ -795,9 +1079,20 @@ async fn list_configs(State(state): Api) -> Result<Json<Vec<SoftwareConfigView>>
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/software/configs", tag = "software", operation_id = "create_config",
+    summary = "Create a software configuration",
+    request_body = NewSoftwareConfig,
+    responses(
+        (status = 201, description = "The configuration, created.", body = SoftwareConfigView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 409, description = "A configuration of that name exists.", body = ApiErrorBody),
+    )
+)]
 async fn create_config(
     State(state): Api,
-    Json(new): Json<NewSoftwareConfig>,
+    ApiJson(new): ApiJson<NewSoftwareConfig>,
 ) -> Result<(StatusCode, Json<SoftwareConfigView>), ApiError> {
     let c = state
         .store
@@ -809,17 +1104,40 @@ async fn create_config(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/software/configs/{name}", tag = "software", operation_id = "show_config",
+    summary = "One software configuration",
+    params(("name" = String, Path, description = "The software configuration's name.")),
+    responses(
+        (status = 200, description = "The configuration.", body = SoftwareConfigView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such software configuration.", body = ApiErrorBody),
+    )
+)]
 async fn show_config(
     State(state): Api,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<SoftwareConfigView>, ApiError> {
     Ok(Json(config_view(&state, &name).await?))
 }
 
+#[utoipa::path(
+    patch, path = "/api/v1/software/configs/{name}", tag = "software", operation_id = "edit_config",
+    summary = "Change a software configuration",
+    params(("name" = String, Path, description = "The software configuration's name.")),
+    request_body = SoftwareConfigEdit,
+    responses(
+        (status = 200, description = "The configuration now.", body = SoftwareConfigView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such software configuration.", body = ApiErrorBody),
+    )
+)]
 async fn edit_config(
     State(state): Api,
-    Path(name): Path<String>,
-    Json(edit): Json<SoftwareConfigEdit>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(edit): ApiJson<SoftwareConfigEdit>,
 ) -> Result<Json<SoftwareConfigView>, ApiError> {
     if let Some(allow) = edit.allow_unlisted {
         state
@@ -831,9 +1149,20 @@ async fn edit_config(
     Ok(Json(config_view(&state, &name).await?))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/software/configs/{name}", tag = "software", operation_id = "delete_config",
+    summary = "Delete a software configuration",
+    params(("name" = String, Path, description = "The software configuration's name.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such software configuration.", body = ApiErrorBody),
+    )
+)]
 async fn delete_config(
     State(state): Api,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if state.store.delete_software_config(&name).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -842,10 +1171,22 @@ async fn delete_config(
     }
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/software/configs/{name}/apps/{app}", tag = "software", operation_id = "set_config_app",
+    summary = "Set how a software configuration treats an application",
+    params(("name" = String, Path, description = "The software configuration's name."), ("app" = String, Path, description = "The application's name.")),
+    request_body = ConfigAppEdit,
+    responses(
+        (status = 200, description = "The configuration now.", body = SoftwareConfigView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such configuration or package.", body = ApiErrorBody),
+    )
+)]
 async fn set_config_app(
     State(state): Api,
-    Path((name, app)): Path<(String, String)>,
-    Json(edit): Json<ConfigAppEdit>,
+    ApiPath((name, app)): ApiPath<(String, String)>,
+    ApiJson(edit): ApiJson<ConfigAppEdit>,
 ) -> Result<Json<SoftwareConfigView>, ApiError> {
     let disposition = edit
         .disposition
@@ -876,19 +1217,42 @@ async fn set_config_app(
     Ok(Json(config_view(&state, &name).await?))
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/software/configs/{name}/apps/{app}", tag = "software", operation_id = "remove_config_app",
+    summary = "Remove an application from a software configuration",
+    params(("name" = String, Path, description = "The software configuration's name."), ("app" = String, Path, description = "The application's name.")),
+    responses(
+        (status = 200, description = "The configuration now.", body = SoftwareConfigView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such software configuration.", body = ApiErrorBody),
+    )
+)]
 async fn remove_config_app(
     State(state): Api,
-    Path((name, app)): Path<(String, String)>,
+    ApiPath((name, app)): ApiPath<(String, String)>,
 ) -> Result<Json<SoftwareConfigView>, ApiError> {
     state.store.remove_software_config_app(&name, &app).await?;
     tell_all(&state);
     Ok(Json(config_view(&state, &name).await?))
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/users/{email}/software", tag = "software", operation_id = "assign_user_software",
+    summary = "Assign a software configuration to a user (null removes the assignment)",
+    params(("email" = String, Path, description = "The user's email address.")),
+    request_body = SoftwareAssignment,
+    responses(
+        (status = 204, description = "Assigned."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such user or configuration.", body = ApiErrorBody),
+    )
+)]
 async fn assign_user_software(
     State(state): Api,
-    Path(email): Path<String>,
-    Json(a): Json<SoftwareAssignment>,
+    ApiPath(email): ApiPath<String>,
+    ApiJson(a): ApiJson<SoftwareAssignment>,
 ) -> Result<StatusCode, ApiError> {
     let config = a.config.as_deref().map(str::trim).filter(|s| !s.is_empty());
     state.store.assign_software_to_user(&email, config).await?;
@@ -896,10 +1260,22 @@ async fn assign_user_software(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/groups/{name}/software", tag = "software", operation_id = "assign_group_software",
+    summary = "Assign a software configuration to a group (null removes the assignment)",
+    params(("name" = String, Path, description = "The group's name.")),
+    request_body = SoftwareAssignment,
+    responses(
+        (status = 204, description = "Assigned."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group or configuration.", body = ApiErrorBody),
+    )
+)]
 async fn assign_group_software(
     State(state): Api,
-    Path(name): Path<String>,
-    Json(a): Json<SoftwareAssignment>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(a): ApiJson<SoftwareAssignment>,
 ) -> Result<StatusCode, ApiError> {
     let config = a.config.as_deref().map(str::trim).filter(|s| !s.is_empty());
     state.store.assign_software_to_group(&name, config).await?;
@@ -907,17 +1283,31 @@ async fn assign_group_software(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// Which jobs to list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct JobQuery {
+    /// Only this user's.
     #[serde(default)]
     user: Option<String>,
+    /// At most this many (default 100, at most 1000).
     #[serde(default)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/software/jobs", tag = "software", operation_id = "list_jobs",
+    summary = "Software deployment jobs, newest first",
+    params(JobQuery),
+    responses(
+        (status = 200, description = "The jobs.", body = Vec<JobView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+    )
+)]
 async fn list_jobs(
     State(state): Api,
-    Query(q): Query<JobQuery>,
+    ApiQuery(q): ApiQuery<JobQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
     let jobs = state
         .store

@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use bramble_organizer::Database;
 use bramble_store::SyncSetting;
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiErrorBody, ApiJson, ApiPath, ApiQuery};
 use super::{AdminState, ApiError};
 use crate::sync::settings::{self, Conflict, DbSetting, Direction};
 
@@ -43,7 +44,7 @@ fn time(ms: i64) -> String {
 }
 
 /// A user's synchronization, as `bramble admin sync show` prints it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserSyncView {
     /// The user.
     pub email: String,
@@ -62,9 +63,10 @@ pub struct UserSyncView {
 }
 
 /// Records of one database.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecordCount {
     /// The database.
+    #[schema(value_type = super::openapi::Database)]
     pub database: Database,
     /// On the CalDAV/CardDAV server.
     pub on_server: usize,
@@ -73,7 +75,7 @@ pub struct RecordCount {
 }
 
 /// A record that could not be synchronized.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProblemView {
     /// The database.
     pub database: String,
@@ -88,7 +90,7 @@ pub struct ProblemView {
 }
 
 /// A wireless backup (its content stays encrypted).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BackupView {
     /// The device it came from.
     pub pin: String,
@@ -99,7 +101,7 @@ pub struct BackupView {
 }
 
 /// `PUT …/sync/{database}`: what to change (what is left out stays as it resolves now).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SettingChange {
     /// On or off.
     pub enabled: Option<bool>,
@@ -110,7 +112,7 @@ pub struct SettingChange {
 }
 
 /// A group's own settings.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupSyncView {
     /// The group.
     pub group: String,
@@ -119,7 +121,7 @@ pub struct GroupSyncView {
 }
 
 /// One stored setting.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SettingView {
     /// The database.
     pub database: String,
@@ -131,8 +133,11 @@ pub struct SettingView {
     pub conflict: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// How many problems to show.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Limit {
+    /// The newest this many problems (default 20, at most 200).
     problems: Option<u32>,
 }
 
@@ -238,20 +243,43 @@ async fn user_view(
     })
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/users/{email}/sync", tag = "synchronization", operation_id = "sync_show_user",
+    summary = "How each organizer database is synchronized for a user, the records held, problems and the last wireless backup",
+    params(("email" = String, Path, description = "The user's email address."), Limit),
+    responses(
+        (status = 200, description = "The user's synchronization.", body = UserSyncView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such user.", body = ApiErrorBody),
+    )
+)]
 async fn show_user(
     State(state): Api,
-    Path(email): Path<String>,
-    Query(q): Query<Limit>,
+    ApiPath(email): ApiPath<String>,
+    ApiQuery(q): ApiQuery<Limit>,
 ) -> Result<Json<UserSyncView>, ApiError> {
     Ok(Json(
         user_view(&state, &email, q.problems.unwrap_or(20)).await?,
     ))
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/users/{email}/sync/{database}", tag = "synchronization", operation_id = "sync_set_user",
+    summary = "Set how one organizer database is synchronized for a user",
+    params(("email" = String, Path, description = "The user's email address."), ("database" = super::openapi::Database, Path, description = "The organizer database.")),
+    request_body = SettingChange,
+    responses(
+        (status = 200, description = "The user's synchronization now.", body = UserSyncView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such user.", body = ApiErrorBody),
+    )
+)]
 async fn set_user(
     State(state): Api,
-    Path((email, db)): Path<(String, String)>,
-    Json(c): Json<SettingChange>,
+    ApiPath((email, db)): ApiPath<(String, String)>,
+    ApiJson(c): ApiJson<SettingChange>,
 ) -> Result<Json<UserSyncView>, ApiError> {
     let db = database(&db)?;
     let r = settings::resolve(&state.store, &state.sync_config, &email).await?;
@@ -264,15 +292,40 @@ async fn set_user(
     Ok(Json(user_view(&state, &email, 20).await?))
 }
 
-async fn clear_user(State(state): Api, Path(email): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(
+    delete, path = "/api/v1/users/{email}/sync", tag = "synchronization", operation_id = "sync_clear_user",
+    summary = "Remove every synchronization setting of a user's own",
+    params(("email" = String, Path, description = "The user's email address.")),
+    responses(
+        (status = 204, description = "Removed; the group or server settings apply."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such user.", body = ApiErrorBody),
+    )
+)]
+async fn clear_user(
+    State(state): Api,
+    ApiPath(email): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
     state.store.clear_user_sync_setting(&email, None).await?;
     tell(&state, Some(&email));
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/users/{email}/sync/{database}", tag = "synchronization", operation_id = "sync_clear_user_db",
+    summary = "Remove a user's own setting for one organizer database",
+    params(("email" = String, Path, description = "The user's email address."), ("database" = super::openapi::Database, Path, description = "The organizer database.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such user.", body = ApiErrorBody),
+    )
+)]
 async fn clear_user_db(
     State(state): Api,
-    Path((email, db)): Path<(String, String)>,
+    ApiPath((email, db)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let db = database(&db)?;
     state
@@ -309,17 +362,40 @@ async fn group_view(state: &AdminState, name: &str) -> Result<GroupSyncView, Api
     })
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/groups/{name}/sync", tag = "synchronization", operation_id = "sync_show_group",
+    summary = "A group's own synchronization settings",
+    params(("name" = String, Path, description = "The group's name.")),
+    responses(
+        (status = 200, description = "The group's settings.", body = GroupSyncView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group.", body = ApiErrorBody),
+    )
+)]
 async fn show_group(
     State(state): Api,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<GroupSyncView>, ApiError> {
     Ok(Json(group_view(&state, &name).await?))
 }
 
+#[utoipa::path(
+    put, path = "/api/v1/groups/{name}/sync/{database}", tag = "synchronization", operation_id = "sync_set_group",
+    summary = "Set how one organizer database is synchronized for a group's members",
+    params(("name" = String, Path, description = "The group's name."), ("database" = super::openapi::Database, Path, description = "The organizer database.")),
+    request_body = SettingChange,
+    responses(
+        (status = 200, description = "The group's settings now.", body = GroupSyncView),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group.", body = ApiErrorBody),
+    )
+)]
 async fn set_group(
     State(state): Api,
-    Path((name, db)): Path<(String, String)>,
-    Json(c): Json<SettingChange>,
+    ApiPath((name, db)): ApiPath<(String, String)>,
+    ApiJson(c): ApiJson<SettingChange>,
 ) -> Result<Json<GroupSyncView>, ApiError> {
     let db = database(&db)?;
     let existing = state
@@ -350,15 +426,40 @@ async fn set_group(
     Ok(Json(group_view(&state, &name).await?))
 }
 
-async fn clear_group(State(state): Api, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+#[utoipa::path(
+    delete, path = "/api/v1/groups/{name}/sync", tag = "synchronization", operation_id = "sync_clear_group",
+    summary = "Remove every synchronization setting of a group",
+    params(("name" = String, Path, description = "The group's name.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group.", body = ApiErrorBody),
+    )
+)]
+async fn clear_group(
+    State(state): Api,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
     state.store.clear_group_sync_setting(&name, None).await?;
     tell(&state, None);
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete, path = "/api/v1/groups/{name}/sync/{database}", tag = "synchronization", operation_id = "sync_clear_group_db",
+    summary = "Remove a group's setting for one organizer database",
+    params(("name" = String, Path, description = "The group's name."), ("database" = super::openapi::Database, Path, description = "The organizer database.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+        (status = 404, description = "No such group.", body = ApiErrorBody),
+    )
+)]
 async fn clear_group_db(
     State(state): Api,
-    Path((name, db)): Path<(String, String)>,
+    ApiPath((name, db)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let db = database(&db)?;
     state

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// `GET /api/v1/policy-rules`: one rule of the catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuleView {
     /// Its name, e.g. `password_min_length`.
     pub name: String,
@@ -22,7 +22,7 @@ pub struct RuleView {
 }
 
 /// `GET /api/v1/policy-presets`: one of BES 5's preset policies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PresetView {
     /// "Basic Password Security", …
     pub name: String,
@@ -33,7 +33,7 @@ pub struct PresetView {
 }
 
 /// One rule of a policy, with its value as text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyRuleView {
     /// The rule's name.
     pub name: String,
@@ -44,7 +44,7 @@ pub struct PolicyRuleView {
 }
 
 /// One version of a policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyVersionView {
     /// 1, 2, …
     pub version: u32,
@@ -58,7 +58,7 @@ pub struct PolicyVersionView {
 
 /// A policy: `GET /api/v1/policies` (without `rules` and `versions`) and
 /// `GET /api/v1/policies/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyView {
     /// Its name.
     pub name: String,
@@ -83,7 +83,7 @@ pub struct PolicyView {
 }
 
 /// `POST /api/v1/policies`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewPolicy {
     /// Its name (not one of the presets' names, which exist already).
     pub name: String,
@@ -99,7 +99,7 @@ pub struct NewPolicy {
 }
 
 /// `PATCH /api/v1/policies/{name}`: makes a new version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyEdit {
     /// Rules to set, as text.
     #[serde(default)]
@@ -116,7 +116,7 @@ pub struct PolicyEdit {
 }
 
 /// One difference between two versions of a policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuleChangeView {
     /// The rule.
     pub rule: String,
@@ -129,7 +129,7 @@ pub struct RuleChangeView {
 }
 
 /// `GET /api/v1/policies/{name}/diff?from=V1&to=V2`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyDiffView {
     /// The policy.
     pub name: String,
@@ -143,14 +143,14 @@ pub struct PolicyDiffView {
 
 /// `PUT /api/v1/users/{email}/policy`, `PUT /api/v1/groups/{name}/policy`: `null` removes the
 /// assignment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyAssignment {
     /// The policy's name, or none.
     pub policy: Option<String>,
 }
 
 /// One assignment considered when resolving a user's policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TraceStep {
     /// "user", "group Sales", or "default".
     pub source: String,
@@ -163,7 +163,7 @@ pub struct TraceStep {
 }
 
 /// What a user's device was sent and answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DevicePolicyView {
     /// The device's PIN.
     pub pin: String,
@@ -187,7 +187,7 @@ pub struct DevicePolicyView {
 
 /// The `policy` member of `GET /api/v1/users/{email}`: the policy in force and how it was
 /// chosen (user over group over Default).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserPolicyView {
     /// The policy in force.
     pub policy: String,
@@ -202,7 +202,7 @@ pub struct UserPolicyView {
 }
 
 /// `GET/POST /api/v1/groups`, `GET /api/v1/groups/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupView {
     /// Its name.
     pub name: String,
@@ -219,7 +219,7 @@ pub struct GroupView {
 }
 
 /// `POST /api/v1/groups`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewGroup {
     /// Its name.
     pub name: String,
@@ -239,7 +239,7 @@ pub const COMMAND_KINDS: [&str; 6] = [
 ];
 
 /// `POST /api/v1/users/{email}/commands`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewCommand {
     /// One of [`COMMAND_KINDS`].
     pub command: String,
@@ -255,7 +255,7 @@ pub struct NewCommand {
 }
 
 /// One state a command went through.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommandEventView {
     /// queued, sent, pending, done, failed, cancelled.
     pub state: String,
@@ -266,7 +266,7 @@ pub struct CommandEventView {
 }
 
 /// A command and its receipt: `GET /api/v1/commands`, `GET /api/v1/commands/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CommandView {
     /// Its number.
     pub id: i64,
@@ -295,7 +295,7 @@ pub struct CommandView {
 }
 
 /// A package in the application repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PackageView {
     /// The application's name.
     pub name: String,
@@ -310,7 +310,7 @@ pub struct PackageView {
 }
 
 /// One application line of a software configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigAppView {
     /// The application.
     pub name: String,
@@ -321,7 +321,7 @@ pub struct ConfigAppView {
 }
 
 /// A software configuration: `GET /api/v1/software/configs[/{name}]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SoftwareConfigView {
     /// Its name.
     pub name: String,
@@ -340,7 +340,7 @@ pub struct SoftwareConfigView {
 }
 
 /// `POST /api/v1/software/configs`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewSoftwareConfig {
     /// Its name.
     pub name: String,
@@ -350,7 +350,7 @@ pub struct NewSoftwareConfig {
 }
 
 /// `PATCH /api/v1/software/configs/{name}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SoftwareConfigEdit {
     /// Whether unlisted applications may stay.
     #[serde(default)]
@@ -358,7 +358,7 @@ pub struct SoftwareConfigEdit {
 }
 
 /// `PUT /api/v1/software/configs/{name}/apps/{app}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigAppEdit {
     /// The version (a package in the repository; not needed for not-permitted).
     #[serde(default)]
@@ -368,14 +368,14 @@ pub struct ConfigAppEdit {
 }
 
 /// `PUT /api/v1/users/{email}/software`, `PUT /api/v1/groups/{name}/software`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SoftwareAssignment {
     /// The configuration's name, or none.
     pub config: Option<String>,
 }
 
 /// What a deployment job did to one application on the device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobAppView {
     /// The application.
     pub name: String,
@@ -388,7 +388,7 @@ pub struct JobAppView {
 }
 
 /// A deployment job: `GET /api/v1/software/jobs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     /// Its number.
     pub id: i64,
@@ -413,7 +413,7 @@ pub struct JobView {
 }
 
 /// The `software` member of `GET /api/v1/users/{email}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserSoftwareView {
     /// The configuration in force.
     pub config: String,

@@ -9,7 +9,7 @@ use bramble_store::{Store, StoreError, SyncSetting};
 use super::SyncConfig;
 
 /// Which way a database goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// Both ways.
@@ -45,7 +45,7 @@ impl Direction {
 }
 
 /// Who wins when a record changed on both sides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Conflict {
     /// The server's copy.
@@ -86,9 +86,10 @@ impl Conflict {
 }
 
 /// How one database is synchronized for a user, and where that came from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct DbSetting {
     /// The database.
+    #[schema(value_type = crate::admin::openapi::Database)]
     pub database: Database,
     /// Synchronized at all.
     pub enabled: bool,

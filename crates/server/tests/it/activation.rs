@@ -23,7 +23,9 @@ pub(crate) struct Site {
     pub(crate) server: Option<bramble_server::ServerHandle>,
     pub(crate) cfg: ServerConfig,
     pub(crate) admin: reqwest::Client,
+    /// The administration API's base URL (`http://127.0.0.1:PORT`).
     pub(crate) base: String,
+    /// The administration token.
     pub(crate) token: String,
 }
 

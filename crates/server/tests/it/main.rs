@@ -11,6 +11,7 @@ mod hostile_mail;
 mod mail;
 mod mail_send;
 mod mailbox;
+mod openapi;
 mod policy;
 mod reconcile;
 mod roles;

@@ -1,0 +1,101 @@
+// The Bramble administration console's one script: forms and buttons marked with data-api
+// call the administration API (same origin, the session cookie) with JSON, then reload the
+// page or go where data-then says; an error is shown in the API's own words. No build step.
+"use strict";
+
+function show(text, kind) {
+  const m = document.getElementById("message");
+  if (!m) return;
+  m.textContent = text;
+  m.className = kind;
+  m.scrollIntoView({ block: "nearest" });
+}
+
+function formJson(form) {
+  const out = {};
+  for (const el of form.elements) {
+    if (!el.name || el.disabled) continue;
+    if (el.type === "checkbox") {
+      if (el.dataset.list !== undefined) {
+        if (!out[el.name]) out[el.name] = [];
+        if (el.checked) out[el.name].push(el.value);
+      } else {
+        out[el.name] = el.checked;
+      }
+      continue;
+    }
+    if (el.value === "") continue;
+    if (el.dataset.type === "number") out[el.name] = Number(el.value);
+    else if (el.dataset.map !== undefined) {
+      out[el.dataset.map] = out[el.dataset.map] || {};
+      out[el.dataset.map][el.name] = el.value;
+    } else out[el.name] = el.value;
+  }
+  return out;
+}
+
+async function call(spec, body, then, done) {
+  const [method, ...rest] = spec.split(" ");
+  const path = rest.join(" ");
+  const opts = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, opts);
+  } catch (e) {
+    show("The server did not answer: " + e.message, "error");
+    return;
+  }
+  if (resp.status === 401) {
+    location.href = "/console/login";
+    return;
+  }
+  if (!resp.ok) {
+    let text = resp.status + " " + resp.statusText;
+    try {
+      const j = await resp.json();
+      if (j && j.error && j.error.message) text = j.error.message;
+    } catch (_) {}
+    show(text, "error");
+    return;
+  }
+  if (done) sessionStorage.setItem("bramble-done", done);
+  if (then) location.href = then;
+  else location.reload();
+}
+
+document.addEventListener("submit", (ev) => {
+  const form = ev.target;
+  if (!form.dataset.api) return;
+  ev.preventDefault();
+  const body = formJson(form);
+  let spec = form.dataset.api;
+  // {field} in the path takes the field's value (and leaves the body)
+  spec = spec.replace(/\{(\w+)\}/g, (_, k) => {
+    const v = body[k];
+    delete body[k];
+    return encodeURIComponent(v === undefined ? "" : v);
+  });
+  let then = form.dataset.then;
+  if (then) then = then.replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(form.elements[k] ? form.elements[k].value : ""));
+  call(spec, form.dataset.nobody !== undefined ? undefined : body, then, form.dataset.done);
+});
+
+document.addEventListener("click", (ev) => {
+  const b = ev.target.closest("button[data-api]");
+  if (!b) return;
+  if (b.dataset.confirm && !confirm(b.dataset.confirm)) return;
+  const body = b.dataset.body ? JSON.parse(b.dataset.body) : undefined;
+  call(b.dataset.api, body, b.dataset.then, b.dataset.done);
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  const done = sessionStorage.getItem("bramble-done");
+  if (done) {
+    sessionStorage.removeItem("bramble-done");
+    show(done, "done");
+  }
+});
