@@ -104,15 +104,9 @@ pub fn login_routes() -> Router<Arc<AdminState>> {
     Router::new().route("/login", post(login))
 }
 
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+use super::rfc3339 as time;
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
-}
+use super::error::bad;
 
 // ---- shapes
 

@@ -205,11 +205,7 @@ pub struct EventView {
     pub at: String,
 }
 
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+use super::rfc3339 as time;
 
 async fn view(
     state: &AdminState,
@@ -411,9 +407,7 @@ fn generate_password() -> String {
     s
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
-}
+use super::error::bad;
 
 #[utoipa::path(
     post, path = "/api/v1/users/{email}/activation-password", tag = "users",

@@ -216,7 +216,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad_request(message: String) -> ApiError {
+/// 400 with the code `bad_request`.
+pub(crate) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
@@ -224,7 +225,7 @@ fn bad_request(message: String) -> ApiError {
 /// pattern needs it.
 fn no_nul<'a>(where_: &str, mut texts: impl Iterator<Item = &'a str>) -> Result<(), ApiError> {
     if texts.any(|t| t.contains('\0')) {
-        return Err(bad_request(format!(
+        return Err(bad(format!(
             "the request's {where_} holds a NUL character (U+0000), which no value may contain"
         )));
     }
@@ -260,13 +261,13 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Json(value) = Json::<serde_json::Value>::from_request(req, state)
             .await
-            .map_err(|e| bad_request(e.body_text()))?;
+            .map_err(|e| bad(e.body_text()))?;
         let mut texts = Vec::new();
         json_strings(&value, &mut texts);
         no_nul("body", texts.into_iter())?;
         serde_json::from_value(value)
             .map(ApiJson)
-            .map_err(|e| bad_request(format!("the JSON body does not fit: {e}")))
+            .map_err(|e| bad(format!("the JSON body does not fit: {e}")))
     }
 }
 
@@ -285,11 +286,11 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|e| bad_request(e.body_text()))?;
+            .map_err(|e| bad(e.body_text()))?;
         no_nul("path", raw.iter().map(|(_, v)| v))?;
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
-            Err(e) => Err(bad_request(e.body_text())),
+            Err(e) => Err(bad(e.body_text())),
         }
     }
 }
@@ -308,14 +309,14 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let axum::extract::Query(pairs) =
             axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-                .map_err(|e| bad_request(e.body_text()))?;
+                .map_err(|e| bad(e.body_text()))?;
         no_nul(
             "query",
             pairs.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]),
         )?;
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(e) => Err(bad_request(e.body_text())),
+            Err(e) => Err(bad(e.body_text())),
         }
     }
 }

@@ -110,6 +110,13 @@ impl AdminState {
 
 pub use api::app;
 
+/// A time (unix ms) as the API shows it: RFC 3339 in UTC, to the millisecond.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
 /// The token file in effect.
 pub fn token_path(cfg: &ServerConfig) -> PathBuf {
     cfg.admin

@@ -73,15 +73,9 @@ pub fn routes() -> Router<Arc<AdminState>> {
         .route("/software/jobs", get(list_jobs))
 }
 
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+use super::rfc3339 as time;
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
-}
+use super::error::bad;
 
 fn no_policy(name: &str) -> ApiError {
     ApiError::new(

@@ -37,11 +37,7 @@ pub fn routes() -> Router<Arc<AdminState>> {
         )
 }
 
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+use super::rfc3339 as time;
 
 /// A user's synchronization, as `bramble admin sync show` prints it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
