@@ -17,10 +17,10 @@ APT_PKGS=(
   postfix                                  # SMTP, delivering to Dovecot over LMTP
   iproute2 bsdutils procps                 # ss, script, sysctl/ps (used by mail-stack.sh)
   postgresql-client                        # pg_dump: the tests search the whole database for secrets
+  slapd ldap-utils                         # LDAP directory (bramble_testkit::LdapServer; slapd/no_configuration below)
+  chromium chromium-driver                 # the web console driven headless over WebDriver
   # ---- later test servers: add their packages here ----
-  # slapd ldap-utils                       # LDAP directory (also preseed slapd/no_configuration below)
   # prosody lua-unbound                    # XMPP
-  # chromium                               # browser tests of the web console
 )
 # Python packages for the test servers, installed into a venv (PIP_VENV below), each with the
 # module that shows it is there (keep in sync with crates/testkit/src/dav.rs).
@@ -47,7 +47,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # postfix: no questions, no system configuration (the tests write their own main.cf)
   echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
-  # slapd (later): echo "slapd slapd/no_configuration boolean true" | as_root debconf-set-selections
+  # slapd: no database of its own (testkit writes a slapd.conf per test) and no service
+  echo "slapd slapd/no_configuration boolean true" | as_root debconf-set-selections
   as_root apt-get update -qq
   # --no-install-recommends keeps it small; the packages' own services are not used (and
   # policy-rc.d, where present, keeps them from starting)

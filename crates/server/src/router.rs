@@ -48,7 +48,7 @@ pub struct RouterConfig {
 }
 
 /// The state of the relay link.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum LinkState {
     /// Connecting or logging in.

@@ -25,7 +25,10 @@ function formJson(form) {
       continue;
     }
     if (el.value === "") continue;
+    // unchanged fields (data-initial) are left out, so only what the administrator changed is sent
+    if (el.dataset.initial !== undefined && el.value === el.dataset.initial) continue;
     if (el.dataset.type === "number") out[el.name] = Number(el.value);
+    else if (el.dataset.array !== undefined) out[el.name] = [el.value];
     else if (el.dataset.map !== undefined) {
       out[el.dataset.map] = out[el.dataset.map] || {};
       out[el.dataset.map][el.name] = el.value;
@@ -34,7 +37,19 @@ function formJson(form) {
   return out;
 }
 
-async function call(spec, body, then, done) {
+// "Done: {field}" with the fields of the API's answer; `otherwise` when one is missing
+function fill(template, otherwise, answer) {
+  if (!template) return template;
+  let missing = false;
+  const text = template.replace(/\{(\w+)\}/g, (_, k) => {
+    const v = answer && answer[k];
+    if (v === undefined || v === null) { missing = true; return ""; }
+    return String(v);
+  });
+  return missing && otherwise !== undefined ? fill(otherwise, undefined, answer) : text;
+}
+
+async function call(spec, body, then, done, doneElse) {
   const [method, ...rest] = spec.split(" ");
   const path = rest.join(" ");
   const opts = { method, credentials: "same-origin", headers: {} };
@@ -49,7 +64,7 @@ async function call(spec, body, then, done) {
     show("The server did not answer: " + e.message, "error");
     return;
   }
-  if (resp.status === 401) {
+  if (resp.status === 401 && path !== "/api/v1/login") {
     location.href = "/console/login";
     return;
   }
@@ -62,6 +77,11 @@ async function call(spec, body, then, done) {
     show(text, "error");
     return;
   }
+  let answer = null;
+  try {
+    answer = await resp.json();
+  } catch (_) {}
+  done = fill(done, doneElse, answer);
   if (done) sessionStorage.setItem("bramble-done", done);
   if (then) location.href = then;
   else location.reload();
@@ -71,6 +91,7 @@ document.addEventListener("submit", (ev) => {
   const form = ev.target;
   if (!form.dataset.api) return;
   ev.preventDefault();
+  if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
   const body = formJson(form);
   let spec = form.dataset.api;
   // {field} in the path takes the field's value (and leaves the body)
@@ -81,7 +102,7 @@ document.addEventListener("submit", (ev) => {
   });
   let then = form.dataset.then;
   if (then) then = then.replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(form.elements[k] ? form.elements[k].value : ""));
-  call(spec, form.dataset.nobody !== undefined ? undefined : body, then, form.dataset.done);
+  call(spec, form.dataset.nobody !== undefined ? undefined : body, then, form.dataset.done, form.dataset.doneElse);
 });
 
 document.addEventListener("click", (ev) => {
@@ -89,7 +110,7 @@ document.addEventListener("click", (ev) => {
   if (!b) return;
   if (b.dataset.confirm && !confirm(b.dataset.confirm)) return;
   const body = b.dataset.body ? JSON.parse(b.dataset.body) : undefined;
-  call(b.dataset.api, body, b.dataset.then, b.dataset.done);
+  call(b.dataset.api, body, b.dataset.then, b.dataset.done, b.dataset.doneElse);
 });
 
 document.addEventListener("DOMContentLoaded", () => {

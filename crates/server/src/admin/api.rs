@@ -63,31 +63,98 @@ pub fn app(state: Arc<AdminState>) -> Router {
         ))
         .merge(super::access_api::login_routes())
         .with_state(state);
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/openapi.json", get(super::openapi::openapi_json))
         .nest("/api/v1", api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
-        .layer(middleware::from_fn(super::error::one_shape))
+        .layer(middleware::from_fn(super::error::one_shape));
+    // the console reads from the same API, so the guard decides for both
+    app.clone().merge(super::console::routes(app))
 }
 
 /// `GET /api/v1/status`: the server, its relay link and its numbers.
-#[derive(Serialize, utoipa::ToSchema)]
-struct StatusView {
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatusView {
     /// The server's SRP id.
-    srp_id: String,
+    pub srp_id: String,
     /// The link to the relay.
-    relay: crate::router::LinkState,
+    pub relay: crate::router::LinkState,
     /// The configuration database's kind: sqlite or postgres.
-    database: String,
+    pub database: String,
     /// Users.
-    users: usize,
+    pub users: usize,
     /// Activated devices.
-    devices: usize,
+    pub devices: usize,
     /// Push-mail statistics of the whole server.
-    mail: MailStatsView,
+    pub mail: MailStatsView,
+    /// The server's components and whether each is running.
+    #[serde(default)]
+    pub components: Vec<ComponentView>,
+}
+
+/// One component of the enterprise server (DESIGN.md's names) and its health.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ComponentView {
+    /// Its name: Router, Configuration database, Messaging agent, …
+    pub name: String,
+    /// running, up, connecting, down, stopped or not configured.
+    pub state: String,
+    /// More, in an operator's words.
+    pub detail: Option<String>,
+}
+
+fn components(state: &AdminState, database: &str, users: usize) -> Vec<ComponentView> {
+    use crate::router::LinkState;
+    let c = |name: &str, state: &str, detail: Option<String>| ComponentView {
+        name: name.to_owned(),
+        state: state.to_owned(),
+        detail,
+    };
+    let running = |name: &str, up: Option<bool>, what: &str| match up {
+        Some(true) => c(name, "running", Some(what.to_owned())),
+        Some(false) => c(
+            name,
+            "stopped",
+            Some("its task has ended; the server's log says why".to_owned()),
+        ),
+        None => c(name, "not configured", None),
+    };
+    let relay = match state.router.state() {
+        LinkState::Up => c(
+            "Router (relay link)",
+            "up",
+            Some("logged in to the relay".into()),
+        ),
+        LinkState::Connecting => c("Router (relay link)", "connecting", None),
+        LinkState::Down { reason } => c("Router (relay link)", "down", Some(reason)),
+        LinkState::Stopped => c("Router (relay link)", "stopped", None),
+    };
+    vec![
+        relay,
+        c(
+            "Configuration database",
+            "up",
+            Some(format!("{database}, {users} users")),
+        ),
+        running(
+            "Messaging agent",
+            state.watchers.as_ref().map(|_| true),
+            "watching the users' mailboxes",
+        ),
+        running(
+            "Policy service",
+            state.policy.as_ref().map(|p| p.is_running()),
+            "IT policies, commands and software",
+        ),
+        running(
+            "Synchronization service",
+            state.sync.as_ref().map(|s| s.is_running()),
+            "calendar and contacts",
+        ),
+    ]
 }
 
 /// Push-mail statistics (BES's individual and global statistics).
@@ -134,11 +201,14 @@ async fn mail_stats(state: &AdminState, scope: &str) -> Result<MailStatsView, Ap
     responses((status = 200, description = "The server's state.", body = StatusView), (status = 401, description = "No valid administration token.", body = ApiErrorBody))
 )]
 async fn status(State(state): State<Arc<AdminState>>) -> Result<Json<StatusView>, ApiError> {
+    let database = state.store.backend().to_string();
+    let users = state.store.list_users().await?.len();
     Ok(Json(StatusView {
         srp_id: state.srp.to_string(),
         relay: state.router.state(),
-        database: state.store.backend().to_string(),
-        users: state.store.list_users().await?.len(),
+        components: components(&state, &database, users),
+        database,
+        users,
         devices: state.store.list_devices().await?.len(),
         mail: mail_stats(&state, "global").await?,
     }))

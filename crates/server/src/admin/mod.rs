@@ -11,6 +11,7 @@
 pub mod access;
 pub mod access_api;
 mod api;
+mod console;
 mod error;
 pub mod openapi;
 pub mod pages;
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use bramble_proto::SrpId;
 use bramble_store::Store;
 
-pub use api::{ActivationPasswordView, ClientFile, UserView};
+pub use api::{ActivationPasswordView, ClientFile, ComponentView, StatusView, UserView};
 pub use error::ApiError;
 
 use crate::router::Router;

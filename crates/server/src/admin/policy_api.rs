@@ -304,6 +304,7 @@ fn apply_values(
 )]
 async fn create_policy(
     State(state): Api,
+    axum::Extension(caller): axum::Extension<super::access::Caller>,
     ApiJson(new): ApiJson<NewPolicy>,
 ) -> Result<(StatusCode, Json<PolicyView>), ApiError> {
     let base = match new.from.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -323,7 +324,7 @@ async fn create_policy(
             &new.name,
             new.description.as_deref(),
             &rules::to_json(&list),
-            Some("administrator"),
+            Some(caller.account.as_str()),
         )
         .await?;
     tracing::info!(policy = %made.name, "IT policy created");
@@ -384,6 +385,7 @@ async fn show_version(
 )]
 async fn edit_policy(
     State(state): Api,
+    axum::Extension(caller): axum::Extension<super::access::Caller>,
     ApiPath(name): ApiPath<String>,
     ApiJson(edit): ApiJson<PolicyEdit>,
 ) -> Result<Json<PolicyView>, ApiError> {
@@ -417,7 +419,7 @@ async fn edit_policy(
             .update_policy(
                 &current.name,
                 &rules::to_json(&list),
-                Some("administrator"),
+                Some(caller.account.as_str()),
                 edit.note.as_deref(),
             )
             .await?;
@@ -761,6 +763,7 @@ async fn remove_member(
 )]
 async fn add_command(
     State(state): Api,
+    axum::Extension(caller): axum::Extension<super::access::Caller>,
     ApiPath(email): ApiPath<String>,
     ApiJson(new): ApiJson<NewCommand>,
 ) -> Result<(StatusCode, Json<CommandView>), ApiError> {
@@ -791,7 +794,7 @@ async fn add_command(
             Some(device.pin),
             kind,
             &params.to_json(),
-            Some("administrator"),
+            Some(caller.account.as_str()),
         )
         .await?;
     tracing::info!(command = row.id, %kind, user = %user.email, pin = %Pin(device.pin), "IT admin command queued");
@@ -972,6 +975,7 @@ struct UploadQuery {
 )]
 async fn upload_package(
     State(state): Api,
+    axum::Extension(caller): axum::Extension<super::access::Caller>,
     ApiQuery(q): ApiQuery<UploadQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PackageView>), ApiError> {
@@ -998,7 +1002,7 @@ async fn upload_package(
             &q.version,
             &body,
             sha.as_ref(),
-            Some("administrator"),
+            Some(caller.account.as_str()),
         )
         .await?;
     tracing::info!(package = %p.name, version = %p.version, size = p.size, "application package uploaded");

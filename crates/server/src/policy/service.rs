@@ -66,6 +66,11 @@ pub struct PolicyHandle {
 }
 
 impl PolicyHandle {
+    /// Whether the service's task still runs (it holds the other end of the channel).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// A handle and the receiver to give [`PolicyService::run`].
     pub fn channel() -> (PolicyHandle, mpsc::Receiver<Input>) {
         let (tx, rx) = mpsc::channel(4096);

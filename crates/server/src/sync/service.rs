@@ -69,6 +69,11 @@ pub struct SyncHandle {
 }
 
 impl SyncHandle {
+    /// Whether the service's task still runs (it holds the other end of the channel).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// A handle and the receiver to give [`SyncService::run`].
     pub fn channel() -> (SyncHandle, mpsc::Receiver<Input>) {
         let (tx, rx) = mpsc::channel(4096);

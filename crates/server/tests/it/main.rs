@@ -4,6 +4,7 @@
 mod access;
 mod activation;
 mod admin;
+mod console;
 mod dav;
 mod e2e;
 mod filters;

@@ -46,7 +46,12 @@ async fn command(site: &Site, email: &str, body: Value) -> Result<i64> {
 
 /// Syncs the device until command `id` is in state `want` (the device answers during the
 /// sync; the server records the answer just after).
-async fn until_state(site: &Site, device: &mut Device, id: i64, want: &str) -> Result<Value> {
+pub(crate) async fn until_state(
+    site: &Site,
+    device: &mut Device,
+    id: i64,
+    want: &str,
+) -> Result<Value> {
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
         let c = site

@@ -1,0 +1,791 @@
+//! The web console: small server-rendered pages under `/console` for the administrators who
+//! ran BES's BlackBerry Administration Service: dashboard, users, groups, IT policies, software
+//! configurations, administrators and roles, the audit log.
+//!
+//! The console is one more client of the administration API. Each page reads what it shows
+//! from `/api/v1` itself, in process, with the administrator's session cookie; each form and
+//! button calls `/api/v1` from the browser (`static/console.js`, the one small script). So who
+//! may see and change what, and what goes to the audit log, is decided in one place:
+//! [`super::access::guard`]. A page asks the API for [`super::access_api::MeView`] first, to
+//! show only what the administrator's roles allow.
+//!
+//! Owns: the pages' HTML (`templates/`), the stylesheet and the script (`static/`).
+//! Must not touch: the store, permissions, the audit log (all through the API).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tower::ServiceExt;
+
+use super::access_api::{AccountView, AuditView, MeView, PermissionView, RoleView};
+use super::api::{StatusView, UserView};
+use super::views::{
+    COMMAND_KINDS, CommandView, GroupView, JobView, PackageView, PolicyDiffView, PolicyView,
+    PresetView, RuleView, SoftwareConfigView,
+};
+
+/// The largest API answer a page reads (the audit log's pages are the largest).
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// Audit entries on one page of the console.
+const AUDIT_PAGE: u32 = 100;
+
+/// Characters left alone in a path segment: what RFC 3986 calls unreserved.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// BES's user statuses, in the order a user goes through them.
+const STATUSES: [&str; 7] = [
+    "Initializing",
+    "Activating",
+    "Verifying Encryption",
+    "Waiting for Services",
+    "Services Received",
+    "Completed",
+    "Failed",
+];
+
+/// The console's routes; `api` is the administration API they read from.
+pub(crate) fn routes(api: Router) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/console") }))
+        .route("/console", get(dashboard))
+        .route("/console/login", get(login))
+        .route("/console/static/console.css", get(css))
+        .route("/console/static/console.js", get(js))
+        .route("/console/users", get(users))
+        .route("/console/users/{email}", get(user))
+        .route("/console/groups", get(groups))
+        .route("/console/groups/{name}", get(group))
+        .route("/console/policies", get(policies))
+        .route("/console/policies/{name}", get(policy))
+        .route("/console/software", get(software))
+        .route("/console/admins", get(admins))
+        .route("/console/audit", get(audit))
+        .with_state(Console { api })
+}
+
+#[derive(Clone, Debug)]
+struct Console {
+    api: Router,
+}
+
+// ---- reading the API
+
+/// The administration API, as the administrator behind this request.
+struct Api {
+    api: Router,
+    cookie: Option<HeaderValue>,
+    peer: Option<ConnectInfo<SocketAddr>>,
+}
+
+impl FromRequestParts<Console> for Api {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Console) -> Result<Api, Infallible> {
+        Ok(Api {
+            api: state.api.clone(),
+            cookie: parts.headers.get(header::COOKIE).cloned(),
+            peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned(),
+        })
+    }
+}
+
+/// Why a page cannot be shown.
+#[derive(Debug)]
+enum PageError {
+    /// No session (or it ended): to the login page.
+    SignedOut,
+    /// The API answered with an error, in its words.
+    Api(StatusCode, String),
+}
+
+#[derive(Deserialize)]
+struct ErrorDoc {
+    error: ErrorInner,
+}
+
+#[derive(Deserialize)]
+struct ErrorInner {
+    message: String,
+}
+
+impl Api {
+    async fn call(&self, path: &str) -> Result<(HeaderMap, Bytes), PageError> {
+        let mut req = Request::get(format!("/api/v1{path}"))
+            .body(Body::empty())
+            .map_err(|e| PageError::Api(StatusCode::BAD_REQUEST, e.to_string()))?;
+        if let Some(c) = &self.cookie {
+            req.headers_mut().insert(header::COOKIE, c.clone());
+        }
+        if let Some(p) = self.peer {
+            req.extensions_mut().insert(p);
+        }
+        let resp = match self.api.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), MAX_ANSWER)
+            .await
+            .map_err(|e| PageError::Api(StatusCode::BAD_GATEWAY, e.to_string()))?;
+        if status.is_success() {
+            return Ok((headers, body));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(PageError::SignedOut);
+        }
+        let message = serde_json::from_slice::<ErrorDoc>(&body)
+            .map(|d| d.error.message)
+            .unwrap_or_else(|_| status.to_string());
+        Err(PageError::Api(status, message))
+    }
+
+    /// `GET /api/v1{path}`, read as `T`.
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, PageError> {
+        let (_, body) = self.call(path).await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            PageError::Api(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the API's answer to {path} was not understood: {e}"),
+            )
+        })
+    }
+
+    /// The same, with the total of a paged list (`X-Total-Count`).
+    async fn page<T: DeserializeOwned>(&self, path: &str) -> Result<(Vec<T>, u64), PageError> {
+        let (headers, body) = self.call(path).await?;
+        let items: Vec<T> = serde_json::from_slice(&body).map_err(|e| {
+            PageError::Api(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the API's answer to {path} was not understood: {e}"),
+            )
+        })?;
+        let total = headers
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(items.len() as u64);
+        Ok((items, total))
+    }
+
+    /// The same, or nothing when the administrator may not see it (a part of a page).
+    async fn get_if<T: DeserializeOwned>(
+        &self,
+        allowed: bool,
+        path: &str,
+    ) -> Result<Option<T>, PageError> {
+        if !allowed {
+            return Ok(None);
+        }
+        match self.get(path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(PageError::Api(StatusCode::FORBIDDEN, _)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Who is asking: the frame of every page.
+    async fn shell(&self, here: &'static str) -> Result<Shell, PageError> {
+        let me: MeView = self.get("/me").await?;
+        Ok(Shell {
+            account: me.account,
+            via: me.via,
+            permissions: me.permissions,
+            here,
+        })
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::SignedOut => Redirect::to("/console/login").into_response(),
+            PageError::Api(status, message) => {
+                let title = match status {
+                    StatusCode::FORBIDDEN => "Not allowed",
+                    StatusCode::NOT_FOUND => "Not found",
+                    s if s.is_client_error() => "Not understood",
+                    _ => "Something went wrong",
+                };
+                let page = ErrorPage {
+                    title,
+                    message,
+                    status: status.as_u16(),
+                };
+                (status, render(&page)).into_response()
+            }
+        }
+    }
+}
+
+fn render<T: Template>(t: &T) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a console page could not be rendered");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "this console page could not be rendered; the server's log says why",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A path segment, percent-encoded.
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+// ---- what every page shows
+
+/// The frame of a page: who is signed in, what they may do, where they are.
+#[derive(Debug)]
+pub(crate) struct Shell {
+    account: String,
+    via: String,
+    permissions: Vec<String>,
+    here: &'static str,
+}
+
+impl Shell {
+    /// Whether the administrator holds the permission (`user.create`).
+    pub(crate) fn can(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission)
+    }
+
+    /// Whether the administrator may see a section (any `.view` of it).
+    pub(crate) fn sees(&self, section: &str) -> bool {
+        match section {
+            "dashboard" => true,
+            "users" => self.can("user.view"),
+            "groups" => self.can("group.view"),
+            "policies" => self.can("policy.view"),
+            "software" => self.can("software.view"),
+            "admins" => self.can("role.assign"),
+            "audit" => self.can("audit.view"),
+            _ => false,
+        }
+    }
+
+    /// `class="here"` for the current section's link.
+    pub(crate) fn here_class(&self, section: &str) -> &'static str {
+        if self.here == section { "here" } else { "" }
+    }
+
+    /// An RFC 3339 time as a person reads it: `2026-12-02 18:04 UTC`.
+    pub(crate) fn when(&self, rfc3339: &str) -> String {
+        when(rfc3339)
+    }
+
+    /// The badge colour of a BES status or a result.
+    pub(crate) fn badge(&self, status: &str) -> &'static str {
+        match status {
+            "Completed" | "success" | "done" | "Up" | "up" | "running" | "applied"
+            | "installed" => "ok",
+            "Failed" | "failed" | "denied" | "Down" | "down" | "stopped" | "expired" => "bad",
+            "Initializing" | "cancelled" => "",
+            _ => "warn",
+        }
+    }
+
+    /// A path segment, percent-encoded.
+    pub(crate) fn seg(&self, s: &str) -> String {
+        seg(s)
+    }
+}
+
+fn when(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_owned())
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    title: &'static str,
+    message: String,
+    status: u16,
+}
+
+// ---- static files
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../static/console.css"),
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../static/console.js"),
+    )
+}
+
+// ---- login
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage;
+
+async fn login() -> Response {
+    render(&LoginPage)
+}
+
+// ---- dashboard
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    shell: Shell,
+    status: Option<StatusView>,
+    by_status: Vec<(&'static str, usize)>,
+    users: Option<usize>,
+    open_commands: Option<Vec<CommandView>>,
+}
+
+async fn dashboard(api: Api) -> Result<Response, PageError> {
+    let shell = api.shell("dashboard").await?;
+    let status: Option<StatusView> = api.get_if(shell.can("server.view"), "/status").await?;
+    let users: Option<Vec<UserView>> = api.get_if(shell.can("user.view"), "/users").await?;
+    let open_commands = api
+        .get_if(shell.can("user.view"), "/commands?open=true&limit=1000")
+        .await?;
+    let by_status = STATUSES
+        .iter()
+        .map(|s| {
+            let n = users.iter().flatten().filter(|u| u.status == *s).count();
+            (*s, n)
+        })
+        .collect();
+    Ok(render(&DashboardPage {
+        shell,
+        status,
+        by_status,
+        users: users.map(|u| u.len()),
+        open_commands,
+    }))
+}
+
+// ---- users
+
+#[derive(Deserialize)]
+struct UsersQuery {
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    shell: Shell,
+    users: Vec<UserView>,
+    total: usize,
+    q: String,
+    status: String,
+    statuses: [&'static str; 7],
+}
+
+async fn users(api: Api, Query(query): Query<UsersQuery>) -> Result<Response, PageError> {
+    let shell = api.shell("users").await?;
+    let all: Vec<UserView> = api.get("/users").await?;
+    let total = all.len();
+    let q = query.q.unwrap_or_default().trim().to_lowercase();
+    let status = query.status.unwrap_or_default();
+    let users = all
+        .into_iter()
+        .filter(|u| {
+            q.is_empty()
+                || u.email.contains(&q)
+                || u.display_name
+                    .as_deref()
+                    .is_some_and(|n| n.to_lowercase().contains(&q))
+        })
+        .filter(|u| status.is_empty() || u.status == status)
+        .collect();
+    Ok(render(&UsersPage {
+        shell,
+        users,
+        total,
+        q,
+        status,
+        statuses: STATUSES,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "user.html")]
+struct UserPage {
+    shell: Shell,
+    u: UserView,
+    commands: Vec<CommandView>,
+    kinds: &'static [&'static str],
+    policies: Vec<String>,
+    configs: Vec<String>,
+}
+
+async fn user(api: Api, Path(email): Path<String>) -> Result<Response, PageError> {
+    let shell = api.shell("users").await?;
+    let u: UserView = api.get(&format!("/users/{}", seg(&email))).await?;
+    let commands: Vec<CommandView> = api
+        .get_if(true, &format!("/commands?user={}&limit=50", seg(&u.email)))
+        .await?
+        .unwrap_or_default();
+    let policies: Vec<PolicyView> = api
+        .get_if(shell.can("policy.edit"), "/policies")
+        .await?
+        .unwrap_or_default();
+    let configs: Vec<SoftwareConfigView> = api
+        .get_if(shell.can("software.edit"), "/software/configs")
+        .await?
+        .unwrap_or_default();
+    Ok(render(&UserPage {
+        shell,
+        u,
+        commands,
+        kinds: &COMMAND_KINDS,
+        policies: policies.into_iter().map(|p| p.name).collect(),
+        configs: configs.into_iter().map(|c| c.name).collect(),
+    }))
+}
+
+// ---- groups
+
+#[derive(Template)]
+#[template(path = "groups.html")]
+struct GroupsPage {
+    shell: Shell,
+    groups: Vec<GroupView>,
+}
+
+async fn groups(api: Api) -> Result<Response, PageError> {
+    let shell = api.shell("groups").await?;
+    let groups = api.get("/groups").await?;
+    Ok(render(&GroupsPage { shell, groups }))
+}
+
+#[derive(Template)]
+#[template(path = "group.html")]
+struct GroupPage {
+    shell: Shell,
+    g: GroupView,
+    policies: Vec<String>,
+    configs: Vec<String>,
+    candidates: Vec<String>,
+}
+
+async fn group(api: Api, Path(name): Path<String>) -> Result<Response, PageError> {
+    let shell = api.shell("groups").await?;
+    let g: GroupView = api.get(&format!("/groups/{}", seg(&name))).await?;
+    let policies: Vec<PolicyView> = api
+        .get_if(shell.can("policy.edit"), "/policies")
+        .await?
+        .unwrap_or_default();
+    let configs: Vec<SoftwareConfigView> = api
+        .get_if(shell.can("software.edit"), "/software/configs")
+        .await?
+        .unwrap_or_default();
+    let users: Vec<UserView> = api
+        .get_if(shell.can("group.edit") && shell.can("user.view"), "/users")
+        .await?
+        .unwrap_or_default();
+    let candidates = users
+        .into_iter()
+        .map(|u| u.email)
+        .filter(|e| !g.members.contains(e))
+        .collect();
+    Ok(render(&GroupPage {
+        shell,
+        g,
+        policies: policies.into_iter().map(|p| p.name).collect(),
+        configs: configs.into_iter().map(|c| c.name).collect(),
+        candidates,
+    }))
+}
+
+// ---- IT policies
+
+#[derive(Template)]
+#[template(path = "policies.html")]
+struct PoliciesPage {
+    shell: Shell,
+    policies: Vec<PolicyView>,
+    presets: Vec<PresetView>,
+}
+
+async fn policies(api: Api) -> Result<Response, PageError> {
+    let shell = api.shell("policies").await?;
+    let policies = api.get("/policies").await?;
+    let presets = api
+        .get_if(shell.can("policy.create"), "/policy-presets")
+        .await?
+        .unwrap_or_default();
+    Ok(render(&PoliciesPage {
+        shell,
+        policies,
+        presets,
+    }))
+}
+
+#[derive(Deserialize)]
+struct DiffQuery {
+    #[serde(default)]
+    from: Option<u32>,
+    #[serde(default)]
+    to: Option<u32>,
+}
+
+/// One rule of a policy, with what the catalogue says of it.
+struct RuleRow {
+    name: String,
+    value: String,
+    is_default: bool,
+    takes: String,
+    description: String,
+}
+
+#[derive(Template)]
+#[template(path = "policy.html")]
+struct PolicyPage {
+    shell: Shell,
+    p: PolicyView,
+    rules: Vec<RuleRow>,
+    diff: Option<PolicyDiffView>,
+    from: u32,
+    to: u32,
+}
+
+async fn policy(
+    api: Api,
+    Path(name): Path<String>,
+    Query(q): Query<DiffQuery>,
+) -> Result<Response, PageError> {
+    let shell = api.shell("policies").await?;
+    let p: PolicyView = api.get(&format!("/policies/{}", seg(&name))).await?;
+    let catalogue: Vec<RuleView> = api.get("/policy-rules").await?;
+    let catalogue: BTreeMap<String, RuleView> =
+        catalogue.into_iter().map(|r| (r.name.clone(), r)).collect();
+    let rules = p
+        .rules
+        .iter()
+        .map(|r| {
+            let c = catalogue.get(&r.name);
+            RuleRow {
+                name: r.name.clone(),
+                value: r.value.clone(),
+                is_default: r.is_default,
+                takes: c.map(|c| c.takes.clone()).unwrap_or_default(),
+                description: c.map(|c| c.description.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let to = q.to.unwrap_or(p.version);
+    let from = q.from.unwrap_or(to.saturating_sub(1).max(1));
+    let diff = if from != to {
+        Some(
+            api.get(&format!(
+                "/policies/{}/diff?from={from}&to={to}",
+                seg(&p.name)
+            ))
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok(render(&PolicyPage {
+        shell,
+        p,
+        rules,
+        diff,
+        from,
+        to,
+    }))
+}
+
+// ---- software
+
+#[derive(Template)]
+#[template(path = "software.html")]
+struct SoftwarePage {
+    shell: Shell,
+    configs: Vec<SoftwareConfigView>,
+    packages: Vec<PackageView>,
+    jobs: Vec<JobView>,
+}
+
+async fn software(api: Api) -> Result<Response, PageError> {
+    let shell = api.shell("software").await?;
+    let configs = api.get("/software/configs").await?;
+    let packages = api.get("/software/packages").await?;
+    let jobs = api.get("/software/jobs").await?;
+    Ok(render(&SoftwarePage {
+        shell,
+        configs,
+        packages,
+        jobs,
+    }))
+}
+
+// ---- administrators and roles
+
+#[derive(Template)]
+#[template(path = "admins.html")]
+struct AdminsPage {
+    shell: Shell,
+    accounts: Vec<AccountView>,
+    roles: Vec<RoleView>,
+    permissions: Vec<PermissionView>,
+}
+
+async fn admins(api: Api) -> Result<Response, PageError> {
+    let shell = api.shell("admins").await?;
+    let (accounts, _) = api.page("/accounts?limit=1000").await?;
+    let (roles, _) = api.page("/roles?limit=1000").await?;
+    let permissions = api.get("/permissions").await?;
+    Ok(render(&AdminsPage {
+        shell,
+        accounts,
+        roles,
+        permissions,
+    }))
+}
+
+// ---- audit log
+
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+struct AuditFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<String>,
+}
+
+impl AuditFilter {
+    /// Empty fields (a form sends them) are no filter.
+    fn cleaned(self) -> AuditFilter {
+        let keep = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        AuditFilter {
+            actor: keep(self.actor),
+            text: keep(self.text),
+            result: keep(self.result),
+            since: keep(self.since),
+            until: keep(self.until),
+        }
+    }
+
+    fn query(&self) -> String {
+        serde_urlencoded::to_string(self).unwrap_or_default()
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditPageQuery {
+    #[serde(flatten)]
+    filter: AuditFilter,
+    #[serde(default)]
+    offset: Option<u64>,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    shell: Shell,
+    entries: Vec<AuditView>,
+    total: u64,
+    offset: u64,
+    next: Option<String>,
+    previous: Option<String>,
+    csv: String,
+    f: AuditFilter,
+}
+
+async fn audit(api: Api, Query(q): Query<AuditPageQuery>) -> Result<Response, PageError> {
+    let shell = api.shell("audit").await?;
+    let f = q.filter.cleaned();
+    let query = f.query();
+    let offset = q.offset.unwrap_or(0);
+    let sep = if query.is_empty() { "" } else { "&" };
+    let (entries, total): (Vec<AuditView>, u64) = api
+        .page(&format!(
+            "/audit?{query}{sep}offset={offset}&limit={AUDIT_PAGE}"
+        ))
+        .await?;
+    let at = |o: u64| format!("/console/audit?{query}{sep}offset={o}");
+    let next = (offset + u64::from(AUDIT_PAGE) < total).then(|| at(offset + u64::from(AUDIT_PAGE)));
+    let previous = (offset > 0).then(|| at(offset.saturating_sub(u64::from(AUDIT_PAGE))));
+    Ok(render(&AuditPage {
+        shell,
+        entries,
+        total,
+        offset,
+        next,
+        previous,
+        csv: format!("/api/v1/audit?{query}{sep}format=csv"),
+        f,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_a_person_writes_them() {
+        assert_eq!(when("2026-12-02T18:04:05.123Z"), "2026-12-02 18:04:05 UTC");
+        assert_eq!(when("not a time"), "not a time");
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("a b/c@d.example"), "a%20b%2Fc%40d.example");
+    }
+
+    #[test]
+    fn empty_audit_fields_are_no_filter() {
+        let f = AuditFilter {
+            actor: Some(" ".into()),
+            text: Some("lock".into()),
+            ..AuditFilter::default()
+        }
+        .cleaned();
+        assert_eq!(f.query(), "text=lock");
+    }
+}
