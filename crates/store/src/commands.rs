@@ -189,22 +189,54 @@ impl Store {
         open_only: bool,
         limit: u32,
     ) -> Result<Vec<CommandRow>, StoreError> {
+        Ok(self.commands_page(email, open_only, 0, limit).await?.0)
+    }
+
+    /// One page of [`Store::commands`]: `limit` commands after the newest `offset`, and how
+    /// many there are in all.
+    pub async fn commands_page(
+        &self,
+        email: Option<&str>,
+        open_only: bool,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<CommandRow>, u64), StoreError> {
+        macro_rules! wanted {
+            () => {
+                " WHERE ($1 IS NULL OR u.email = $1) \
+                 AND ($2 = 0 OR c.state NOT IN ('done', 'failed', 'cancelled')) "
+            };
+        }
         let sql = concat!(
             command_select!(),
-            " WHERE ($1 IS NULL OR u.email = $1) \
-             AND ($2 = 0 OR c.state NOT IN ('done', 'failed', 'cancelled')) \
-             ORDER BY c.id DESC LIMIT $3"
+            wanted!(),
+            "ORDER BY c.id DESC LIMIT $3 OFFSET $4"
+        );
+        let count = concat!(
+            "SELECT COUNT(*) FROM it_commands c JOIN users u ON u.id = c.user_id",
+            wanted!()
         );
         let email = email.map(normalize_email);
-        let rows: Vec<Row> = on_pool!(self, pool => {
-            sqlx::query_as(sql)
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let (rows, total): (Vec<Row>, i64) = on_pool!(self, pool => {
+            let rows = sqlx::query_as(sql)
                 .bind(email.as_deref())
                 .bind(i64::from(open_only))
                 .bind(i64::from(limit))
+                .bind(offset)
                 .fetch_all(pool)
-                .await?
+                .await?;
+            let total = sqlx::query_scalar(count)
+                .bind(email.as_deref())
+                .bind(i64::from(open_only))
+                .fetch_one(pool)
+                .await?;
+            (rows, total)
         });
-        self.command_rows(rows).await
+        Ok((
+            self.command_rows(rows).await?,
+            u64::try_from(total).unwrap_or(0),
+        ))
     }
 
     /// Moves a command to `state`, with a timeline entry. False, and nothing changed, when

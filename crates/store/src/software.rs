@@ -685,19 +685,39 @@ impl Store {
         email: Option<&str>,
         limit: u32,
     ) -> Result<Vec<SoftwareJob>, StoreError> {
+        Ok(self.software_jobs_page(email, 0, limit).await?.0)
+    }
+
+    /// One page of [`Store::software_jobs`], and how many there are in all.
+    pub async fn software_jobs_page(
+        &self,
+        email: Option<&str>,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<SoftwareJob>, u64), StoreError> {
         let sql = concat!(
             job_select!(),
-            " WHERE ($1 IS NULL OR u.email = $1) ORDER BY j.id DESC LIMIT $2"
+            " WHERE ($1 IS NULL OR u.email = $1) ORDER BY j.id DESC LIMIT $2 OFFSET $3"
         );
+        let count = "SELECT COUNT(*) FROM software_jobs j JOIN users u ON u.id = j.user_id \
+                     WHERE ($1 IS NULL OR u.email = $1)";
         let email = email.map(normalize_email);
-        let rows: Vec<JobRow> = on_pool!(self, pool => {
-            sqlx::query_as(sql)
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let (rows, total): (Vec<JobRow>, i64) = on_pool!(self, pool => {
+            let rows = sqlx::query_as(sql)
                 .bind(email.as_deref())
                 .bind(i64::from(limit))
+                .bind(offset)
                 .fetch_all(pool)
-                .await?
+                .await?;
+            let total = sqlx::query_scalar(count)
+                .bind(email.as_deref())
+                .fetch_one(pool)
+                .await?;
+            (rows, total)
         });
-        rows.into_iter().map(job).collect()
+        let jobs = rows.into_iter().map(job).collect::<Result<Vec<_>, _>>()?;
+        Ok((jobs, u64::try_from(total).unwrap_or(0)))
     }
 
     /// Records a send (only of a queued or sent job).

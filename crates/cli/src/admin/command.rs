@@ -336,15 +336,14 @@ pub(super) async fn run(client: &Client, json: bool, command: CommandCmd) -> Res
             if open {
                 query.push("open=true".to_owned());
             }
-            if let Some(n) = limit {
-                query.push(format!("limit={n}"));
-            }
             let path = if query.is_empty() {
                 "/commands".to_owned()
             } else {
                 format!("/commands?{}", query.join("&"))
             };
-            let list: Vec<CommandView> = client.get(&path).await?;
+            let list: Vec<CommandView> = client
+                .get_all(&path, Some(limit.map_or(100, |n| n as usize)))
+                .await?;
             if json {
                 return output::json(&list);
             }

@@ -83,7 +83,7 @@ fn group_path(name: &str) -> String {
 pub(super) async fn run(client: &Client, json: bool, command: GroupCmd) -> Result<()> {
     match command {
         GroupCmd::List => {
-            let list: Vec<GroupView> = client.get("/groups").await?;
+            let list: Vec<GroupView> = client.get_all("/groups", None).await?;
             if json {
                 return output::json(&list);
             }

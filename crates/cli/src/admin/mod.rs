@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use bramble_server::admin::{ClientFile, UserView};
+use bramble_server::admin::{ClientFile, UserView, pages};
 use bramble_store::{FilterAction, FilterConditions};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::output;
 
+mod access;
 mod command;
 mod group;
 mod policy;
@@ -67,6 +68,25 @@ enum Cmd {
         #[command(subcommand)]
         command: group::GroupCmd,
     },
+    /// Administrator accounts: who may log in to the console and use the API, with which
+    /// roles.
+    Account {
+        #[command(subcommand)]
+        command: access::AccountCmd,
+    },
+    /// Roles: BES 5's six presets (Security Administrator, …) and custom ones made of
+    /// permissions.
+    Role {
+        #[command(subcommand)]
+        command: access::RoleCmd,
+    },
+    /// API tokens for programs that call the administration API.
+    Token {
+        #[command(subcommand)]
+        command: access::TokenCmd,
+    },
+    /// The audit log: every change and command, who made it, from where, and the result.
+    Audit(access::AuditArgs),
     /// IT admin commands to a user's device: lock, wipe, remove the organization's data,
     /// regenerate the encryption key, resend the IT policy or the service books.
     Command {
@@ -560,6 +580,18 @@ impl Client {
         path: &str,
         body: Body,
     ) -> Result<Option<T>> {
+        let resp = self.request(method, path, body).await?;
+        if resp.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let bytes = resp.bytes().await.context("reading the server's answer")?;
+        Ok(Some(serde_json::from_slice(&bytes).context(
+            "the server's answer is not what this client expects",
+        )?))
+    }
+
+    /// Sends a request; the answer when it is a success, else the server's words.
+    async fn request(&self, method: Method, path: &str, body: Body) -> Result<reqwest::Response> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         match body {
@@ -591,20 +623,44 @@ impl Client {
                 self.base
             );
         }
-        if status == StatusCode::NO_CONTENT {
-            return Ok(None);
-        }
-        let bytes = resp.bytes().await.context("reading the server's answer")?;
         if !status.is_success() {
+            let bytes = resp.bytes().await.context("reading the server's answer")?;
             let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| format!("the server answered {status}"));
             bail!("{msg}");
         }
-        Ok(Some(serde_json::from_slice(&bytes).context(
-            "the server's answer is not what this client expects",
-        )?))
+        Ok(resp)
+    }
+
+    /// Every item of a paged list (`GET path`), following `Link: <…>; rel="next"`; at most
+    /// `max` when given.
+    async fn get_all<T: DeserializeOwned>(&self, path: &str, max: Option<usize>) -> Result<Vec<T>> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let first = match max {
+            Some(n) if n < pages::MAX_LIMIT as usize => format!("{path}{sep}limit={n}"),
+            _ => format!("{path}{sep}limit={}", pages::MAX_LIMIT),
+        };
+        let mut next = Some(first);
+        let mut out = Vec::new();
+        while let Some(p) = next.take() {
+            let resp = self.request(Method::GET, &p, Body::None).await?;
+            next = next_link(resp.headers());
+            let bytes = resp.bytes().await.context("reading the server's answer")?;
+            let page: Vec<T> = serde_json::from_slice(&bytes)
+                .context("the server's answer is not what this client expects")?;
+            let empty = page.is_empty();
+            out.extend(page);
+            if max.is_some_and(|n| out.len() >= n) {
+                out.truncate(max.unwrap_or(usize::MAX));
+                break;
+            }
+            if empty {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// `GET path`, an answer expected.
@@ -646,12 +702,9 @@ impl Client {
             .context("empty answer")
     }
 
-    /// `GET /users`.
+    /// `GET /users`, every page.
     pub async fn list_users(&self) -> Result<Vec<UserView>> {
-        Ok(self
-            .call(Method::GET, "/users", None)
-            .await?
-            .unwrap_or_default())
+        self.get_all("/users", None).await
     }
 
     /// `GET /users/{email}`.
@@ -734,10 +787,7 @@ impl Client {
 
     /// `GET /filters`, or `GET /users/{email}/filters`.
     pub async fn list_filters(&self, user: Option<&str>) -> Result<Vec<FilterView>> {
-        Ok(self
-            .call(Method::GET, &filters_path(user), None)
-            .await?
-            .unwrap_or_default())
+        self.get_all(&filters_path(user), None).await
     }
 
     /// `POST /filters`, or `POST /users/{email}/filters`.
@@ -792,6 +842,19 @@ impl Client {
 }
 
 /// The API path of a scope's filters.
+/// The next page's path (under `/api/v1`) from a `Link` header.
+fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        if !params.split(';').any(|p| p.trim() == "rel=\"next\"") {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        target.strip_prefix("/api/v1").map(str::to_owned)
+    })
+}
+
 fn filters_path(user: Option<&str>) -> String {
     match user {
         Some(u) => format!("/users/{}/filters", encode(u)),
@@ -979,6 +1042,10 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Filter { command } => filter(&client, args.json, command).await?,
         Cmd::Policy { command } => policy::run(&client, args.json, command).await?,
         Cmd::Group { command } => group::run(&client, args.json, command).await?,
+        Cmd::Account { command } => access::account(&client, args.json, command).await?,
+        Cmd::Role { command } => access::role(&client, args.json, command).await?,
+        Cmd::Token { command } => access::token(&client, args.json, command).await?,
+        Cmd::Audit(a) => access::audit(&client, args.json, a).await?,
         Cmd::Command { command } => command::run(&client, args.json, command).await?,
         Cmd::Software { command } => software::run(&client, args.json, command).await?,
         Cmd::Sync { command } => sync::run(&client, args.json, command).await?,
@@ -1197,5 +1264,33 @@ fn on_off(s: &str) -> Result<bool, String> {
         "on" | "yes" | "true" => Ok(true),
         "off" | "no" | "false" => Ok(false),
         _ => Err(format!("{s:?}: say on or off")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(super::next_link(&h), None);
+        h.insert(
+            reqwest::header::LINK,
+            reqwest::header::HeaderValue::from_static(
+                "</api/v1/users?q=a&offset=2&limit=2>; rel=\"next\"",
+            ),
+        );
+        assert_eq!(
+            super::next_link(&h).as_deref(),
+            Some("/users?q=a&offset=2&limit=2")
+        );
+        h.insert(
+            reqwest::header::LINK,
+            reqwest::header::HeaderValue::from_static("<https://elsewhere/x>; rel=\"next\""),
+        );
+        assert_eq!(
+            super::next_link(&h),
+            None,
+            "only the same API's pages are followed"
+        );
     }
 }

@@ -375,7 +375,7 @@ impl Client {
 pub(super) async fn run(client: &Client, json: bool, command: PolicyCmd) -> Result<()> {
     match command {
         PolicyCmd::List => {
-            let list: Vec<PolicyView> = client.get("/policies").await?;
+            let list: Vec<PolicyView> = client.get_all("/policies", None).await?;
             if json {
                 return output::json(&list);
             }

@@ -271,7 +271,7 @@ fn config_path(name: &str) -> String {
 async fn config(client: &Client, json: bool, command: ConfigCmd) -> Result<()> {
     match command {
         ConfigCmd::List => {
-            let list: Vec<SoftwareConfigView> = client.get("/software/configs").await?;
+            let list: Vec<SoftwareConfigView> = client.get_all("/software/configs", None).await?;
             if json {
                 return output::json(&list);
             }
@@ -427,7 +427,7 @@ pub(super) async fn run(client: &Client, json: bool, command: SoftwareCmd) -> Re
             );
         }
         SoftwareCmd::Packages => {
-            let list: Vec<PackageView> = client.get("/software/packages").await?;
+            let list: Vec<PackageView> = client.get_all("/software/packages", None).await?;
             if json {
                 return output::json(&list);
             }
@@ -517,15 +517,14 @@ pub(super) async fn run(client: &Client, json: bool, command: SoftwareCmd) -> Re
             if let Some(u) = &user {
                 query.push(format!("user={}", encode(u)));
             }
-            if let Some(n) = limit {
-                query.push(format!("limit={n}"));
-            }
             let path = if query.is_empty() {
                 "/software/jobs".to_owned()
             } else {
                 format!("/software/jobs?{}", query.join("&"))
             };
-            let list: Vec<JobView> = client.get(&path).await?;
+            let list: Vec<JobView> = client
+                .get_all(&path, Some(limit.map_or(100, |n| n as usize)))
+                .await?;
             if json {
                 return output::json(&list);
             }

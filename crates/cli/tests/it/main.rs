@@ -4,6 +4,7 @@
 //! The server's configuration database follows `BRAMBLE_TEST_DB` (SQLite in the data
 //! directory, or a fresh PostgreSQL database from `bramble-testkit`).
 
+mod access;
 mod config;
 mod demo;
 mod filters;

@@ -2,19 +2,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::middleware;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use bramble_proto::Pin;
 use bramble_store::{
     Filter, FilterAction, FilterConditions, FilterScope, FilterUpdate, NewFilter,
-    ParseFilterActionError, StatusEvent, StoreError, User,
+    ParseFilterActionError, StatusEvent, StoreError, User, UserStatus,
 };
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiErrorBody, ApiJson, ApiPath};
+use super::error::{ApiErrorBody, ApiJson, ApiPath, ApiQuery};
+use super::pages::{Page, paged, paged_slice};
 use super::{AdminState, ApiError};
 
 /// What `admin.json` holds: where a local `bramble admin` connects, with which token.
@@ -316,17 +318,90 @@ async fn view(
     })
 }
 
+/// Which users to list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct UserQuery {
+    /// Only users whose address or display name contains this (in any case).
+    #[serde(default)]
+    q: Option<String>,
+    /// Only users in this BES status (`Completed`, `Waiting for Services`, …).
+    #[serde(default)]
+    status: Option<String>,
+    /// Items to skip (default 0).
+    #[serde(default)]
+    offset: Option<u64>,
+    /// Items in the page (default 100, at most 1000).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
 #[utoipa::path(
     get, path = "/api/v1/users", tag = "users", operation_id = "list_users",
-    summary = "Every user, with status and device",
-    responses((status = 200, description = "The users.", body = Vec<UserView>), (status = 401, description = "No valid administration token.", body = ApiErrorBody))
+    summary = "The users, with status and device, by address",
+    params(UserQuery),
+    responses(
+        (status = 200, description = "A page of users (X-Total-Count, Link rel=next).", body = Vec<UserView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
+        (status = 401, description = "No valid administration token.", body = ApiErrorBody),
+    )
 )]
-async fn list_users(State(state): State<Arc<AdminState>>) -> Result<Json<Vec<UserView>>, ApiError> {
+async fn list_users(
+    State(state): State<Arc<AdminState>>,
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(q): ApiQuery<UserQuery>,
+) -> Result<Response, ApiError> {
+    let (offset, limit) = Page {
+        offset: q.offset,
+        limit: q.limit,
+    }
+    .bounds()?;
+    let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            UserStatus::ALL
+                .into_iter()
+                .find(|u| u.to_string().eq_ignore_ascii_case(s))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "no BES status {s:?}; the statuses are {}",
+                        UserStatus::ALL.map(|u| u.to_string()).join(", ")
+                    ))
+                })?,
+        ),
+    };
+    let text =
+        q.q.map(|t| t.trim().to_lowercase())
+            .filter(|t| !t.is_empty());
+    let users: Vec<User> = state
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .filter(|u| status.is_none_or(|s| u.status == s))
+        .filter(|u| {
+            text.as_deref().is_none_or(|t| {
+                u.email.contains(t)
+                    || u.display_name
+                        .as_deref()
+                        .is_some_and(|n| n.to_lowercase().contains(t))
+            })
+        })
+        .collect();
+    let total = users.len() as u64;
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
     let mut out = Vec::new();
-    for u in state.store.list_users().await? {
+    for u in users.into_iter().skip(start).take(limit as usize) {
         out.push(view(&state, u, Vec::new()).await?);
     }
-    Ok(Json(out))
+    Ok(paged_slice(
+        out,
+        offset,
+        limit,
+        total,
+        uri.path(),
+        uri.query(),
+    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -903,37 +978,44 @@ fn parse_action(text: Option<&str>) -> Result<Option<FilterAction>, ApiError> {
 #[utoipa::path(
     get, path = "/api/v1/filters", tag = "mail filters", operation_id = "list_global_filters",
     summary = "The global push-mail filters, in order",
-    responses((status = 200, description = "The filters.", body = Vec<FilterView>), (status = 401, description = "No valid administration token.", body = ApiErrorBody))
+    params(Page),
+    responses((status = 200, description = "A page of filters (X-Total-Count, Link rel=next).", body = Vec<FilterView>), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody))
 )]
 async fn list_global_filters(
     State(state): State<Arc<AdminState>>,
-) -> Result<Json<Vec<FilterView>>, ApiError> {
-    list_filters(&state, &FilterScope::Global).await
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let list = list_filters(&state, &FilterScope::Global).await?;
+    Ok(paged(list, &page, uri.path(), uri.query()))
 }
 
 #[utoipa::path(
     get, path = "/api/v1/users/{email}/filters", tag = "mail filters",
     operation_id = "list_user_filters", summary = "A user's push-mail filters, in order",
-    params(("email" = String, Path, description = "The user's email address.")),
-    responses((status = 200, description = "The filters.", body = Vec<FilterView>), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody))
+    params(("email" = String, Path, description = "The user's email address."), Page),
+    responses((status = 200, description = "A page of filters (X-Total-Count, Link rel=next).", body = Vec<FilterView>), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody))
 )]
 async fn list_user_filters(
     State(state): State<Arc<AdminState>>,
+    OriginalUri(uri): OriginalUri,
     ApiPath(email): ApiPath<String>,
-) -> Result<Json<Vec<FilterView>>, ApiError> {
-    list_filters(&state, &FilterScope::User(email)).await
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let list = list_filters(&state, &FilterScope::User(email)).await?;
+    Ok(paged(list, &page, uri.path(), uri.query()))
 }
 
 async fn list_filters(
     state: &AdminState,
     scope: &FilterScope,
-) -> Result<Json<Vec<FilterView>>, ApiError> {
+) -> Result<Vec<FilterView>, ApiError> {
     let list = state
         .store
         .list_filters(scope)
         .await
         .map_err(filter_error)?;
-    Ok(Json(list.into_iter().map(FilterView::from).collect()))
+    Ok(list.into_iter().map(FilterView::from).collect())
 }
 
 #[utoipa::path(

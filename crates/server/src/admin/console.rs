@@ -369,35 +369,39 @@ async fn login() -> Response {
 struct DashboardPage {
     shell: Shell,
     status: Option<StatusView>,
-    by_status: Vec<(&'static str, usize)>,
-    users: Option<usize>,
-    open_commands: Option<Vec<CommandView>>,
+    by_status: Vec<(&'static str, u64)>,
+    users: Option<u64>,
+    /// The first page of commands not finished, and how many there are.
+    open_commands: Option<(Vec<CommandView>, u64)>,
 }
 
 async fn dashboard(api: Api) -> Result<Response, PageError> {
     let shell = api.shell("dashboard").await?;
     let status: Option<StatusView> = api.get_if(shell.can("server.view"), "/status").await?;
-    let users: Option<Vec<UserView>> = api.get_if(shell.can("user.view"), "/users").await?;
-    let open_commands = api
-        .get_if(shell.can("user.view"), "/commands?open=true&limit=1000")
-        .await?;
-    let by_status = STATUSES
-        .iter()
-        .map(|s| {
-            let n = users.iter().flatten().filter(|u| u.status == *s).count();
-            (*s, n)
-        })
-        .collect();
+    let mut by_status = Vec::new();
+    let mut users = None;
+    let mut open_commands = None;
+    if shell.can("user.view") {
+        for s in STATUSES {
+            let path = format!("/users?limit=1&status={}", seg(s));
+            by_status.push((s, api.page::<UserView>(&path).await?.1));
+        }
+        users = Some(api.page::<UserView>("/users?limit=1").await?.1);
+        open_commands = Some(api.page("/commands?open=true&limit=50").await?);
+    }
     Ok(render(&DashboardPage {
         shell,
         status,
         by_status,
-        users: users.map(|u| u.len()),
+        users,
         open_commands,
     }))
 }
 
 // ---- users
+
+/// Users on one page of the console.
+const USERS_PAGE: u32 = 100;
 
 #[derive(Deserialize)]
 struct UsersQuery {
@@ -405,6 +409,8 @@ struct UsersQuery {
     q: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    offset: Option<u64>,
 }
 
 #[derive(Template)]
@@ -412,7 +418,10 @@ struct UsersQuery {
 struct UsersPage {
     shell: Shell,
     users: Vec<UserView>,
-    total: usize,
+    total: u64,
+    offset: u64,
+    next: Option<String>,
+    previous: Option<String>,
     q: String,
     status: String,
     statuses: [&'static str; 7],
@@ -420,25 +429,25 @@ struct UsersPage {
 
 async fn users(api: Api, Query(query): Query<UsersQuery>) -> Result<Response, PageError> {
     let shell = api.shell("users").await?;
-    let all: Vec<UserView> = api.get("/users").await?;
-    let total = all.len();
-    let q = query.q.unwrap_or_default().trim().to_lowercase();
+    let q = query.q.unwrap_or_default().trim().to_owned();
     let status = query.status.unwrap_or_default();
-    let users = all
-        .into_iter()
-        .filter(|u| {
-            q.is_empty()
-                || u.email.contains(&q)
-                || u.display_name
-                    .as_deref()
-                    .is_some_and(|n| n.to_lowercase().contains(&q))
-        })
-        .filter(|u| status.is_empty() || u.status == status)
-        .collect();
+    let filter = serde_urlencoded::to_string([("q", q.as_str()), ("status", status.as_str())])
+        .unwrap_or_default();
+    let offset = query.offset.unwrap_or(0);
+    let (users, total) = api
+        .page(&format!(
+            "/users?{filter}&offset={offset}&limit={USERS_PAGE}"
+        ))
+        .await?;
+    let step = u64::from(USERS_PAGE);
+    let at = |o: u64| format!("/console/users?{filter}&offset={o}");
     Ok(render(&UsersPage {
         shell,
         users,
         total,
+        offset,
+        next: (offset + step < total).then(|| at(offset + step)),
+        previous: (offset > 0).then(|| at(offset.saturating_sub(step))),
         q,
         status,
         statuses: STATUSES,
@@ -464,11 +473,11 @@ async fn user(api: Api, Path(email): Path<String>) -> Result<Response, PageError
         .await?
         .unwrap_or_default();
     let policies: Vec<PolicyView> = api
-        .get_if(shell.can("policy.edit"), "/policies")
+        .get_if(shell.can("policy.edit"), "/policies?limit=1000")
         .await?
         .unwrap_or_default();
     let configs: Vec<SoftwareConfigView> = api
-        .get_if(shell.can("software.edit"), "/software/configs")
+        .get_if(shell.can("software.edit"), "/software/configs?limit=1000")
         .await?
         .unwrap_or_default();
     Ok(render(&UserPage {
@@ -492,7 +501,7 @@ struct GroupsPage {
 
 async fn groups(api: Api) -> Result<Response, PageError> {
     let shell = api.shell("groups").await?;
-    let groups = api.get("/groups").await?;
+    let groups = api.get("/groups?limit=1000").await?;
     Ok(render(&GroupsPage { shell, groups }))
 }
 
@@ -510,15 +519,18 @@ async fn group(api: Api, Path(name): Path<String>) -> Result<Response, PageError
     let shell = api.shell("groups").await?;
     let g: GroupView = api.get(&format!("/groups/{}", seg(&name))).await?;
     let policies: Vec<PolicyView> = api
-        .get_if(shell.can("policy.edit"), "/policies")
+        .get_if(shell.can("policy.edit"), "/policies?limit=1000")
         .await?
         .unwrap_or_default();
     let configs: Vec<SoftwareConfigView> = api
-        .get_if(shell.can("software.edit"), "/software/configs")
+        .get_if(shell.can("software.edit"), "/software/configs?limit=1000")
         .await?
         .unwrap_or_default();
     let users: Vec<UserView> = api
-        .get_if(shell.can("group.edit") && shell.can("user.view"), "/users")
+        .get_if(
+            shell.can("group.edit") && shell.can("user.view"),
+            "/users?limit=1000",
+        )
         .await?
         .unwrap_or_default();
     let candidates = users
@@ -547,7 +559,7 @@ struct PoliciesPage {
 
 async fn policies(api: Api) -> Result<Response, PageError> {
     let shell = api.shell("policies").await?;
-    let policies = api.get("/policies").await?;
+    let policies = api.get("/policies?limit=1000").await?;
     let presets = api
         .get_if(shell.can("policy.create"), "/policy-presets")
         .await?
@@ -647,9 +659,9 @@ struct SoftwarePage {
 
 async fn software(api: Api) -> Result<Response, PageError> {
     let shell = api.shell("software").await?;
-    let configs = api.get("/software/configs").await?;
-    let packages = api.get("/software/packages").await?;
-    let jobs = api.get("/software/jobs").await?;
+    let configs = api.get("/software/configs?limit=1000").await?;
+    let packages = api.get("/software/packages?limit=1000").await?;
+    let jobs = api.get("/software/jobs?limit=100").await?;
     Ok(render(&SoftwarePage {
         shell,
         configs,

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use bramble_proto::Pin;
 use bramble_proto::schema::PolicyRule;
@@ -19,6 +20,7 @@ use bramble_store::{PolicyVersion, StoreError};
 use serde::Deserialize;
 
 use super::error::{ApiErrorBody, ApiJson, ApiPath, ApiQuery};
+use super::pages::{Page, paged, paged_slice};
 use super::views::*;
 use super::{AdminState, ApiError};
 use crate::policy::{commands, resolve, rules, software};
@@ -74,6 +76,11 @@ pub fn routes() -> Router<Arc<AdminState>> {
 }
 
 use super::rfc3339 as time;
+
+/// An offset as a count of items to skip.
+fn skip(offset: u64) -> usize {
+    usize::try_from(offset).unwrap_or(usize::MAX)
+}
 
 use super::error::bad;
 
@@ -235,15 +242,24 @@ async fn policy_view(
 
 #[utoipa::path(
     get, path = "/api/v1/policies", tag = "IT policies", operation_id = "list_policies",
-    summary = "Every IT policy (without rules and versions)",
+    summary = "The IT policies by name (without rules and versions)",
+    params(Page),
     responses(
-        (status = 200, description = "The policies.", body = Vec<PolicyView>),
+        (status = 200, description = "A page of policies (X-Total-Count, Link rel=next).", body = Vec<PolicyView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
         (status = 401, description = "No valid administration token.", body = ApiErrorBody),
     )
 )]
-async fn list_policies(State(state): Api) -> Result<Json<Vec<PolicyView>>, ApiError> {
+async fn list_policies(
+    State(state): Api,
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let (offset, limit) = page.bounds()?;
+    let all = state.store.policies().await?;
+    let total = all.len() as u64;
     let mut out = Vec::new();
-    for p in state.store.policies().await? {
+    for p in all.into_iter().skip(skip(offset)).take(limit as usize) {
         let (users, groups) = state.store.policy_assignees(&p.name).await?;
         out.push(PolicyView {
             name: p.name,
@@ -256,7 +272,14 @@ async fn list_policies(State(state): Api) -> Result<Json<Vec<PolicyView>>, ApiEr
             groups,
         });
     }
-    Ok(Json(out))
+    Ok(paged_slice(
+        out,
+        offset,
+        limit,
+        total,
+        uri.path(),
+        uri.query(),
+    ))
 }
 
 /// The administrator's `name = text` values, checked, over `base`.
@@ -623,18 +646,34 @@ async fn find_assignment(
 
 #[utoipa::path(
     get, path = "/api/v1/groups", tag = "groups", operation_id = "list_groups",
-    summary = "Every group with members and assignments",
+    summary = "The groups by name, with members and assignments",
+    params(Page),
     responses(
-        (status = 200, description = "The groups.", body = Vec<GroupView>),
+        (status = 200, description = "A page of groups (X-Total-Count, Link rel=next).", body = Vec<GroupView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
         (status = 401, description = "No valid administration token.", body = ApiErrorBody),
     )
 )]
-async fn list_groups(State(state): Api) -> Result<Json<Vec<GroupView>>, ApiError> {
+async fn list_groups(
+    State(state): Api,
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let (offset, limit) = page.bounds()?;
+    let all = state.store.groups().await?;
+    let total = all.len() as u64;
     let mut out = Vec::new();
-    for g in state.store.groups().await? {
+    for g in all.iter().skip(skip(offset)).take(limit as usize) {
         out.push(group_view(&state, &g.name).await?);
     }
-    Ok(Json(out))
+    Ok(paged_slice(
+        out,
+        offset,
+        limit,
+        total,
+        uri.path(),
+        uri.query(),
+    ))
 }
 
 #[utoipa::path(
@@ -814,7 +853,10 @@ struct CommandQuery {
     /// Only those not yet done, failed or cancelled.
     #[serde(default)]
     open: bool,
-    /// At most this many (default 100, at most 1000).
+    /// Items to skip (default 0).
+    #[serde(default)]
+    offset: Option<u64>,
+    /// Items in the page (default 100, at most 1000).
     #[serde(default)]
     limit: Option<u32>,
 }
@@ -824,20 +866,34 @@ struct CommandQuery {
     summary = "IT admin commands, newest first",
     params(CommandQuery),
     responses(
-        (status = 200, description = "The commands.", body = Vec<CommandView>),
+        (status = 200, description = "A page of commands (X-Total-Count, Link rel=next).", body = Vec<CommandView>),
         (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
         (status = 401, description = "No valid administration token.", body = ApiErrorBody),
     )
 )]
 async fn list_commands(
     State(state): Api,
+    OriginalUri(uri): OriginalUri,
     ApiQuery(q): ApiQuery<CommandQuery>,
-) -> Result<Json<Vec<CommandView>>, ApiError> {
-    let rows = state
+) -> Result<Response, ApiError> {
+    let (offset, limit) = Page {
+        offset: q.offset,
+        limit: q.limit,
+    }
+    .bounds()?;
+    let (rows, total) = state
         .store
-        .commands(q.user.as_deref(), q.open, q.limit.unwrap_or(100).min(1000))
+        .commands_page(q.user.as_deref(), q.open, offset, limit)
         .await?;
-    Ok(Json(rows.into_iter().map(commands::view).collect()))
+    let rows = rows.into_iter().map(commands::view).collect();
+    Ok(paged_slice(
+        rows,
+        offset,
+        limit,
+        total,
+        uri.path(),
+        uri.query(),
+    ))
 }
 
 fn no_command(id: i64) -> ApiError {
@@ -933,21 +989,26 @@ fn package_view(p: bramble_store::Package) -> PackageView {
 #[utoipa::path(
     get, path = "/api/v1/software/packages", tag = "software", operation_id = "list_packages",
     summary = "The application repository",
+    params(Page),
     responses(
-        (status = 200, description = "The packages.", body = Vec<PackageView>),
+        (status = 200, description = "A page of packages (X-Total-Count, Link rel=next).", body = Vec<PackageView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
         (status = 401, description = "No valid administration token.", body = ApiErrorBody),
     )
 )]
-async fn list_packages(State(state): Api) -> Result<Json<Vec<PackageView>>, ApiError> {
-    Ok(Json(
-        state
-            .store
-            .packages()
-            .await?
-            .into_iter()
-            .map(package_view)
-            .collect(),
-    ))
+async fn list_packages(
+    State(state): Api,
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let list = state
+        .store
+        .packages()
+        .await?
+        .into_iter()
+        .map(package_view)
+        .collect();
+    Ok(paged(list, &page, uri.path(), uri.query()))
 }
 
 /// The package's name and version.
@@ -1063,18 +1124,34 @@ async fn config_view(state: &AdminState, name: &str) -> Result<SoftwareConfigVie
 
 #[utoipa::path(
     get, path = "/api/v1/software/configs", tag = "software", operation_id = "list_configs",
-    summary = "Every software configuration",
+    summary = "The software configurations by name",
+    params(Page),
     responses(
-        (status = 200, description = "The configurations.", body = Vec<SoftwareConfigView>),
+        (status = 200, description = "A page of configurations (X-Total-Count, Link rel=next).", body = Vec<SoftwareConfigView>),
+        (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
         (status = 401, description = "No valid administration token.", body = ApiErrorBody),
     )
 )]
-async fn list_configs(State(state): Api) -> Result<Json<Vec<SoftwareConfigView>>, ApiError> {
+async fn list_configs(
+    State(state): Api,
+    OriginalUri(uri): OriginalUri,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Response, ApiError> {
+    let (offset, limit) = page.bounds()?;
+    let all = state.store.software_configs().await?;
+    let total = all.len() as u64;
     let mut out = Vec::new();
-    for c in state.store.software_configs().await? {
+    for c in all.iter().skip(skip(offset)).take(limit as usize) {
         out.push(config_view(&state, &c.name).await?);
     }
-    Ok(Json(out))
+    Ok(paged_slice(
+        out,
+        offset,
+        limit,
+        total,
+        uri.path(),
+        uri.query(),
+    ))
 }
 
 #[utoipa::path(
@@ -1288,7 +1365,10 @@ struct JobQuery {
     /// Only this user's.
     #[serde(default)]
     user: Option<String>,
-    /// At most this many (default 100, at most 1000).
+    /// Items to skip (default 0).
+    #[serde(default)]
+    offset: Option<u64>,
+    /// Items in the page (default 100, at most 1000).
     #[serde(default)]
     limit: Option<u32>,
 }
@@ -1298,20 +1378,34 @@ struct JobQuery {
     summary = "Software deployment jobs, newest first",
     params(JobQuery),
     responses(
-        (status = 200, description = "The jobs.", body = Vec<JobView>),
+        (status = 200, description = "A page of jobs (X-Total-Count, Link rel=next).", body = Vec<JobView>),
         (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody),
         (status = 401, description = "No valid administration token.", body = ApiErrorBody),
     )
 )]
 async fn list_jobs(
     State(state): Api,
+    OriginalUri(uri): OriginalUri,
     ApiQuery(q): ApiQuery<JobQuery>,
-) -> Result<Json<Vec<JobView>>, ApiError> {
-    let jobs = state
+) -> Result<Response, ApiError> {
+    let (offset, limit) = Page {
+        offset: q.offset,
+        limit: q.limit,
+    }
+    .bounds()?;
+    let (jobs, total) = state
         .store
-        .software_jobs(q.user.as_deref(), q.limit.unwrap_or(100).min(1000))
+        .software_jobs_page(q.user.as_deref(), offset, limit)
         .await?;
-    Ok(Json(jobs.into_iter().map(software::job_view).collect()))
+    let jobs = jobs.into_iter().map(software::job_view).collect();
+    Ok(paged_slice(
+        jobs,
+        offset,
+        limit,
+        total,
+        uri.path(),
+        uri.query(),
+    ))
 }
 
 // ---- the user page's policy service parts

@@ -293,3 +293,104 @@ async fn activation_password_is_registered_and_never_stored() -> Result {
     assert_eq!(status, StatusCode::NOT_FOUND);
     Ok(())
 }
+
+/// `GET path` with the site's token: status, `X-Total-Count`, the `Link` header, the body.
+async fn listed(
+    site: &crate::activation::Site,
+    path: &str,
+) -> Result<(StatusCode, u64, String, serde_json::Value)> {
+    let resp = site
+        .admin
+        .get(format!("{}/api/v1{path}", site.base))
+        .bearer_auth(&site.token)
+        .send()
+        .await?;
+    let status = resp.status();
+    let head = |k: &str| {
+        resp.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (total, link) = (head("x-total-count"), head("link"));
+    let body = resp.json().await?;
+    Ok((status, total.parse().unwrap_or(0), link, body))
+}
+
+#[tokio::test]
+async fn every_list_is_paged_with_its_filters_kept() -> Result {
+    use reqwest::Method;
+    let site = crate::activation::Site::start().await?;
+    for (email, name) in [
+        ("ann@example.com", "Ann Lee"),
+        ("ben@example.com", "Ben Ray"),
+        ("cat@example.com", "Cat Annan"),
+    ] {
+        site.api(
+            Method::POST,
+            "/users",
+            Some(serde_json::json!({ "email": email, "display_name": name })),
+        )
+        .await?;
+    }
+    for g in ["g1", "g2", "g3"] {
+        site.api(
+            Method::POST,
+            "/groups",
+            Some(serde_json::json!({ "name": g })),
+        )
+        .await?;
+    }
+
+    let (status, total, link, body) = listed(&site, "/users?limit=2").await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((total, body.as_array().map(Vec::len)), (3, Some(2)));
+    assert_eq!(link, "</api/v1/users?offset=2&limit=2>; rel=\"next\"");
+    let (_, _, link, body) = listed(&site, "/users?offset=2&limit=2").await?;
+    assert_eq!(body[0]["email"], "cat@example.com");
+    assert!(link.is_empty(), "{link}");
+
+    // the filters narrow the total and stay in the next link
+    let (_, total, link, body) = listed(&site, "/users?q=ANN&limit=1").await?;
+    assert_eq!(total, 2, "{body}");
+    assert_eq!(body[0]["email"], "ann@example.com");
+    assert_eq!(link, "</api/v1/users?q=ANN&offset=1&limit=1>; rel=\"next\"");
+    let (_, total, _, _) = listed(&site, "/users?status=initializing").await?;
+    assert_eq!(total, 3);
+    let (status, _, _, body) = listed(&site, "/users?status=Sleeping").await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Waiting for Services")),
+        "{body}"
+    );
+
+    let (_, total, link, body) = listed(&site, "/groups?limit=1&offset=1").await?;
+    assert_eq!((total, body[0]["name"].as_str()), (3, Some("g2")));
+    assert!(link.contains("offset=2"), "{link}");
+    for path in [
+        "/policies",
+        "/commands?open=true",
+        "/filters",
+        "/users/ann@example.com/filters",
+        "/software/configs",
+        "/software/packages",
+        "/software/jobs",
+    ] {
+        let (status, _, _, body) = listed(&site, path).await?;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let (status, _, _, _) = listed(
+            &site,
+            &format!(
+                "{path}{}limit=0",
+                if path.contains('?') { '&' } else { '?' }
+            ),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} takes limit=0");
+    }
+    site.shutdown().await;
+    Ok(())
+}
