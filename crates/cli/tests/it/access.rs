@@ -25,7 +25,7 @@ fn accounts_roles_tokens_and_the_audit_log_from_the_command_line() {
     let config = root.join("bramble.toml");
     let db = test_db();
     let ports = write_config(&config, data, db.as_ref());
-    let (mut server, _) = start_server(root, data, &config, ports);
+    let (server, _) = start_server(root, data, &config, ports);
 
     admin(root, data, &["role", "list"])
         .success()
