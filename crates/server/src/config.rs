@@ -1,4 +1,4 @@
-//! The server's configuration: the `[server]`, `[admin]` and `[uplink]` sections of the
+//! The server's configuration: the `[server]` (with `[server.directory]` and the others), `[admin]` and `[uplink]` sections of the
 //! configuration file, with defaults for the embedded set-up.
 
 use std::net::SocketAddr;
@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub policy: crate::policy::PolicyConfig,
     /// The synchronization service: organizer data against CalDAV/CardDAV, wireless backup.
     pub sync: crate::sync::SyncConfig,
+    /// The company directory (LDAP) users are added from; absent: users are added by hand.
+    pub directory: Option<crate::directory::DirectoryConfig>,
     /// First reconnection delay after the relay link drops.
     #[serde(with = "duration_text")]
     pub uplink_backoff_min: Duration,
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             activation: Default::default(),
             policy: Default::default(),
             sync: Default::default(),
+            directory: None,
             uplink_backoff_min: Duration::from_millis(250),
             uplink_backoff_max: Duration::from_secs(30),
         }

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod directory;
 pub mod dispatcher;
 pub mod messaging;
 pub mod policy;
@@ -458,6 +459,16 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
     }
 
     admin::access::seed(&store).await?;
+    let directory = match &cfg.directory {
+        Some(d) => {
+            let service = Arc::new(directory::DirectoryService::new(
+                directory::Directory::new(d.clone()).map_err(ServerError::Config)?,
+            ));
+            tasks_extra.push(tokio::spawn(service.clone().run(store.clone())));
+            Some(service)
+        }
+        None => None,
+    };
     let admin = Arc::new(
         admin::AdminState::new(
             store.clone(),
@@ -468,7 +479,8 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         .with_watchers(watchers.clone())
         .with_credentials(credentials)
         .with_policy(policy_handle)
-        .with_sync(sync_handle, cfg.sync.clone()),
+        .with_sync(sync_handle, cfg.sync.clone())
+        .with_directory(directory),
     );
     let listener =
         bramble_net::bind(cfg.admin.listen).map_err(|source| ServerError::AdminListen {

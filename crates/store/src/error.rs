@@ -58,6 +58,15 @@ pub enum StoreError {
         email: String,
     },
 
+    /// Another user was already added from this directory entry.
+    #[error("the directory entry {directory_id} is already the user {email}")]
+    DirectoryIdInUse {
+        /// The entry's identifier.
+        directory_id: String,
+        /// The user it belongs to.
+        email: String,
+    },
+
     /// No user has this email address.
     #[error("no user with address {email}")]
     NoSuchUser {

@@ -136,6 +136,8 @@ pub struct User {
     /// Whether an activation password (its OPAQUE record) is stored for the user. It may have
     /// expired or run out of attempts: see [`Activation`].
     pub has_activation_password: bool,
+    /// The stable identifier of the directory entry the user was added from (LDAP), if any.
+    pub directory_id: Option<String>,
 }
 
 /// One entry of a user's status timeline.
@@ -319,6 +321,7 @@ pub(crate) struct UserRow {
     status_at: i64,
     created_at: i64,
     has_activation: bool,
+    directory_id: Option<String>,
 }
 
 impl TryFrom<UserRow> for User {
@@ -333,6 +336,7 @@ impl TryFrom<UserRow> for User {
             status_at_ms: r.status_at,
             created_at_ms: r.created_at,
             has_activation_password: r.has_activation,
+            directory_id: r.directory_id,
         })
     }
 }

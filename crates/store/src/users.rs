@@ -10,8 +10,8 @@ use crate::{
 macro_rules! user_select {
     () => {
         "SELECT u.email, u.display_name, u.status, u.status_reason, u.status_at, u.created_at, \
-         EXISTS (SELECT 1 FROM activation a WHERE a.user_id = u.id) AS has_activation \
-         FROM users u "
+         EXISTS (SELECT 1 FROM activation a WHERE a.user_id = u.id) AS has_activation, \
+         u.directory_id FROM users u "
     };
 }
 
@@ -25,20 +25,58 @@ impl Store {
         email: &str,
         display_name: Option<&str>,
     ) -> Result<User, StoreError> {
+        self.insert_user(email, display_name, None).await
+    }
+
+    /// Adds a user from a directory entry, keeping the entry's stable identifier so later
+    /// directory synchronizations find the user again; otherwise as [`Store::add_user`].
+    ///
+    /// Errors: [`StoreError::InvalidEmail`], [`StoreError::UserExists`],
+    /// [`StoreError::DirectoryIdInUse`].
+    pub async fn add_user_from_directory(
+        &self,
+        email: &str,
+        display_name: Option<&str>,
+        directory_id: &str,
+    ) -> Result<User, StoreError> {
+        self.insert_user(email, display_name, Some(directory_id))
+            .await
+    }
+
+    async fn insert_user(
+        &self,
+        email: &str,
+        display_name: Option<&str>,
+        directory_id: Option<&str>,
+    ) -> Result<User, StoreError> {
         let email = validate_email(email)?;
         let now = now_ms();
         let status = UserStatus::Initializing;
         on_pool!(self, pool, kind => {
             let mut tx = pool.begin_with(begin_write(kind)).await?;
+            if let Some(d) = directory_id {
+                let holder: Option<String> =
+                    sqlx::query_scalar("SELECT email FROM users WHERE directory_id = $1")
+                        .bind(d)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(holder) = holder {
+                    return Err(StoreError::DirectoryIdInUse {
+                        directory_id: d.to_owned(),
+                        email: holder,
+                    });
+                }
+            }
             let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO users (email, display_name, status, status_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $4) \
+                "INSERT INTO users (email, display_name, status, status_at, created_at, \
+                 directory_id) VALUES ($1, $2, $3, $4, $4, $5) \
                  ON CONFLICT (email) DO NOTHING RETURNING id",
             )
             .bind(&email)
             .bind(display_name)
             .bind(status.as_db_str())
             .bind(now)
+            .bind(directory_id)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(id) = id else {
@@ -63,7 +101,86 @@ impl Store {
             status_at_ms: now,
             created_at_ms: now,
             has_activation_password: false,
+            directory_id: directory_id.map(str::to_owned),
         })
+    }
+
+    /// The user added from (or linked to) this directory entry, if there is one.
+    pub async fn user_by_directory_id(
+        &self,
+        directory_id: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = on_pool!(self, pool => {
+            sqlx::query_as(concat!(user_select!(), "WHERE u.directory_id = $1"))
+                .bind(directory_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(User::try_from).transpose()
+    }
+
+    /// Links a user to a directory entry (`None`: unlinks them).
+    ///
+    /// Errors: [`StoreError::NoSuchUser`], [`StoreError::DirectoryIdInUse`] when another user
+    /// holds the entry.
+    pub async fn set_directory_id(
+        &self,
+        email: &str,
+        directory_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let email = normalize_email(email);
+        on_pool!(self, pool, kind => {
+            let mut tx = pool.begin_with(begin_write(kind)).await?;
+            if let Some(d) = directory_id {
+                let holder: Option<String> = sqlx::query_scalar(
+                    "SELECT email FROM users WHERE directory_id = $1 AND email <> $2",
+                )
+                .bind(d)
+                .bind(&email)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(holder) = holder {
+                    return Err(StoreError::DirectoryIdInUse {
+                        directory_id: d.to_owned(),
+                        email: holder,
+                    });
+                }
+            }
+            let n = sqlx::query("UPDATE users SET directory_id = $2 WHERE email = $1")
+                .bind(&email)
+                .bind(directory_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Err(StoreError::NoSuchUser { email });
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Sets (or clears) a user's display name.
+    ///
+    /// Errors: [`StoreError::NoSuchUser`].
+    pub async fn set_display_name(
+        &self,
+        email: &str,
+        display_name: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let email = normalize_email(email);
+        let n = on_pool!(self, pool => {
+            sqlx::query("UPDATE users SET display_name = $2 WHERE email = $1")
+                .bind(&email)
+                .bind(display_name)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if n == 0 {
+            return Err(StoreError::NoSuchUser { email });
+        }
+        Ok(())
     }
 
     /// The user with this address (any case), if there is one.

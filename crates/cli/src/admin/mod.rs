@@ -13,6 +13,7 @@ use crate::output;
 
 mod access;
 mod command;
+mod directory;
 mod group;
 mod policy;
 mod software;
@@ -62,6 +63,12 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         command: policy::PolicyCmd,
+    },
+    /// The company directory (LDAP): find people, add them as users, keep names in step
+    /// (BES: the MailStore service).
+    Directory {
+        #[command(subcommand)]
+        command: directory::DirectoryCmd,
     },
     /// Groups of users, to assign an IT policy or a software configuration to many at once.
     Group {
@@ -1042,6 +1049,7 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Filter { command } => filter(&client, args.json, command).await?,
         Cmd::Policy { command } => policy::run(&client, args.json, command).await?,
         Cmd::Group { command } => group::run(&client, args.json, command).await?,
+        Cmd::Directory { command } => directory::run(&client, args.json, command).await?,
         Cmd::Account { command } => access::account(&client, args.json, command).await?,
         Cmd::Role { command } => access::role(&client, args.json, command).await?,
         Cmd::Token { command } => access::token(&client, args.json, command).await?,

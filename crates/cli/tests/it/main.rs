@@ -7,6 +7,7 @@
 mod access;
 mod config;
 mod demo;
+mod directory;
 mod filters;
 mod kill;
 mod organizer;

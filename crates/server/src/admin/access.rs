@@ -295,6 +295,11 @@ pub static ENDPOINTS: &[Endpoint] = &[
     ep(DELETE, "/users/{email}/sync/{database}", Perm(P::UserEdit), "Clear synchronization setting", Target::Path2("email", "database")),
     ep(PUT, "/users/{email}/policy", Perm(P::PolicyEdit), "Assign IT policy to user", T("email")),
     ep(PUT, "/users/{email}/software", Perm(P::SoftwareEdit), "Assign software configuration to user", T("email")),
+    // the directory import (BES: the MailStore service)
+    ep(GET, "/directory", Perm(P::UserView), "View directory settings", N),
+    ep(GET, "/directory/search", Perm(P::UserCreate), "Search the directory", N),
+    ep(POST, "/directory/import", Perm(P::UserCreate), "Add users from the directory", N),
+    ep(POST, "/directory/sync", Perm(P::UserEdit), "Synchronize with the directory", N),
     // IT admin commands
     ep(POST, "/users/{email}/commands", Need::Command, "Send IT admin command", T("email")),
     ep(GET, "/commands", Perm(P::UserView), "List IT admin commands", N),

@@ -59,6 +59,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .merge(super::policy_api::routes())
         .merge(super::sync_api::routes())
         .merge(super::access_api::routes())
+        .merge(super::directory_api::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             super::access::guard,
@@ -156,6 +157,31 @@ fn components(state: &AdminState, database: &str, users: usize) -> Vec<Component
             state.sync.as_ref().map(|s| s.is_running()),
             "calendar and contacts",
         ),
+        match &state.directory {
+            None => c("Directory (MailStore service)", "not configured", None),
+            Some(d) => match d.last() {
+                Some(r) if r.error.is_some() => {
+                    c("Directory (MailStore service)", "down", r.error.clone())
+                }
+                Some(r) => c(
+                    "Directory (MailStore service)",
+                    "up",
+                    Some(format!(
+                        "{}; last synchronized {}",
+                        d.directory().config().url,
+                        r.at
+                    )),
+                ),
+                None => c(
+                    "Directory (MailStore service)",
+                    "configured",
+                    Some(format!(
+                        "{}; not synchronized yet",
+                        d.directory().config().url
+                    )),
+                ),
+            },
+        },
     ]
 }
 
@@ -235,6 +261,9 @@ pub struct UserView {
     pub has_activation_password: bool,
     /// The user's device, if one is activated.
     pub device: Option<DeviceView>,
+    /// The stable identifier of the directory entry the user was added from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_id: Option<String>,
     /// The status timeline, oldest first (only on `GET /users/{email}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<EventView>,
@@ -279,7 +308,7 @@ pub struct EventView {
 
 use super::rfc3339 as time;
 
-async fn view(
+pub(crate) async fn view(
     state: &AdminState,
     u: User,
     history: Vec<StatusEvent>,
@@ -303,6 +332,7 @@ async fn view(
         created_at: time(u.created_at_ms),
         has_activation_password: u.has_activation_password,
         device,
+        directory_id: u.directory_id,
         history: history
             .into_iter()
             .map(|e| EventView {
@@ -427,25 +457,42 @@ async fn add_user(
     State(state): State<Arc<AdminState>>,
     ApiJson(new): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    if new.display_name.as_ref().is_some_and(|n| n.len() > 256) {
+    let u = create_user(&state, &new.email, new.display_name.as_deref(), None).await?;
+    let history = state.store.status_history(&u.email).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, u, history).await?)))
+}
+
+/// Adds a user (from the directory when `directory_id` is given) and starts watching their
+/// mailbox: what `POST /users` and the directory import share.
+pub(crate) async fn create_user(
+    state: &AdminState,
+    email: &str,
+    display_name: Option<&str>,
+    directory_id: Option<&str>,
+) -> Result<User, ApiError> {
+    if display_name.is_some_and(|n| n.len() > 256) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "the display name is longer than 256 bytes",
         ));
     }
-    let u = state
-        .store
-        .add_user(&new.email, new.display_name.as_deref())
-        .await?;
-    tracing::info!(user = %u.email, "user added");
+    let u = match directory_id {
+        Some(id) => {
+            state
+                .store
+                .add_user_from_directory(email, display_name, id)
+                .await?
+        }
+        None => state.store.add_user(email, display_name).await?,
+    };
+    tracing::info!(user = %u.email, from_directory = directory_id.is_some(), "user added");
     if let Some(w) = &state.watchers
         && let Err(e) = w.watch(&u.email)
     {
         tracing::warn!(user = %u.email, "cannot watch the mailbox: {e}");
     }
-    let history = state.store.status_history(&u.email).await?;
-    Ok((StatusCode::CREATED, Json(view(&state, u, history).await?)))
+    Ok(u)
 }
 
 #[utoipa::path(

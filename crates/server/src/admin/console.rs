@@ -411,6 +411,21 @@ struct UsersQuery {
     status: Option<String>,
     #[serde(default)]
     offset: Option<u64>,
+    /// A search of the company directory.
+    #[serde(default)]
+    dq: Option<String>,
+}
+
+/// The "Add from the directory" panel of the users page.
+struct DirectoryPanel {
+    /// The search text.
+    dq: String,
+    /// Whether a search was made.
+    searched: bool,
+    found: Vec<super::directory_api::DirectoryEntryView>,
+    more: bool,
+    /// Why the search failed, in the API's words.
+    error: Option<String>,
 }
 
 #[derive(Template)]
@@ -425,6 +440,54 @@ struct UsersPage {
     q: String,
     status: String,
     statuses: [&'static str; 7],
+    /// Present when a directory is configured and the administrator may add users.
+    directory: Option<DirectoryPanel>,
+}
+
+/// The directory panel, when there is a directory and the administrator may add users.
+async fn directory_panel(
+    api: &Api,
+    shell: &Shell,
+    dq: Option<String>,
+) -> Result<Option<DirectoryPanel>, PageError> {
+    if !shell.can("user.create") {
+        return Ok(None);
+    }
+    let d: super::directory_api::DirectoryView = api.get("/directory").await?;
+    if !d.configured {
+        return Ok(None);
+    }
+    let mut panel = DirectoryPanel {
+        dq: dq.clone().unwrap_or_default().trim().to_owned(),
+        searched: dq.is_some(),
+        found: Vec::new(),
+        more: false,
+        error: None,
+    };
+    if panel.searched {
+        let path = format!(
+            "/directory/search?{}",
+            serde_urlencoded::to_string([("q", panel.dq.as_str()), ("limit", "50")])
+                .unwrap_or_default()
+        );
+        match api.call(&path).await {
+            Ok((headers, body)) => {
+                panel.more = headers
+                    .get("x-more-results")
+                    .is_some_and(|v| v.as_bytes() == b"true");
+                match serde_json::from_slice(&body) {
+                    Ok(found) => panel.found = found,
+                    Err(e) => {
+                        panel.error = Some(format!("the directory's answer is unreadable: {e}"))
+                    }
+                }
+            }
+            // the directory being down is shown on the page, the users below it still are
+            Err(PageError::Api(_, message)) => panel.error = Some(message),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(panel))
 }
 
 async fn users(api: Api, Query(query): Query<UsersQuery>) -> Result<Response, PageError> {
@@ -439,6 +502,7 @@ async fn users(api: Api, Query(query): Query<UsersQuery>) -> Result<Response, Pa
             "/users?{filter}&offset={offset}&limit={USERS_PAGE}"
         ))
         .await?;
+    let directory = directory_panel(&api, &shell, query.dq).await?;
     let step = u64::from(USERS_PAGE);
     let at = |o: u64| format!("/console/users?{filter}&offset={o}");
     Ok(render(&UsersPage {
@@ -451,6 +515,7 @@ async fn users(api: Api, Query(query): Query<UsersQuery>) -> Result<Response, Pa
         q,
         status,
         statuses: STATUSES,
+        directory,
     }))
 }
 

@@ -62,6 +62,11 @@ impl From<StoreError> for ApiError {
             StoreError::NoSuchUser { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "no_such_user", e.to_string())
             }
+            StoreError::DirectoryIdInUse { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "directory_entry_in_use",
+                e.to_string(),
+            ),
             StoreError::InvalidEmail { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", e.to_string())
             }

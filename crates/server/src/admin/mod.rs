@@ -12,6 +12,7 @@ pub mod access;
 pub mod access_api;
 mod api;
 mod console;
+pub mod directory_api;
 mod error;
 pub mod openapi;
 pub mod pages;
@@ -54,6 +55,8 @@ pub struct AdminState {
     pub sync_config: crate::sync::SyncConfig,
     /// Failed console logins, per account.
     pub logins: access_api::LoginThrottle,
+    /// The company directory, when `[server.directory]` names one.
+    pub directory: Option<std::sync::Arc<crate::directory::DirectoryService>>,
 }
 
 impl AdminState {
@@ -70,6 +73,7 @@ impl AdminState {
             sync: None,
             sync_config: crate::sync::SyncConfig::default(),
             logins: access_api::LoginThrottle::default(),
+            directory: None,
         }
     }
 
@@ -81,6 +85,15 @@ impl AdminState {
     ) -> AdminState {
         self.sync = Some(h);
         self.sync_config = cfg;
+        self
+    }
+
+    /// With the company directory users are added from.
+    pub fn with_directory(
+        mut self,
+        d: Option<std::sync::Arc<crate::directory::DirectoryService>>,
+    ) -> AdminState {
+        self.directory = d;
         self
     }
 

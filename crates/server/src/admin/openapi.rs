@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::access::{ENDPOINTS, Need};
 use super::error::ApiErrorBody;
-use super::{access_api, api, policy_api, sync_api};
+use super::{access_api, api, directory_api, policy_api, sync_api};
 
 /// `bramble_store::MailSettings` as the API shows it.
 #[derive(Debug, ToSchema)]
@@ -189,6 +189,10 @@ fn healthz() {}
         access_api::add_token,
         access_api::delete_token,
         access_api::list_audit,
+        directory_api::show,
+        directory_api::search,
+        directory_api::import,
+        directory_api::sync,
     ),
     components(schemas(ApiErrorBody)),
     modifiers(&BearerToken, &Permissions),
@@ -204,6 +208,7 @@ fn healthz() {}
         (name = "synchronization", description = "Organizer synchronization settings, problems and wireless backups."),
         (name = "administrators", description = "Console login, administrator accounts, roles (BES 5's six presets and custom ones) and API tokens."),
         (name = "audit log", description = "Who did what, when, from where, and how it went."),
+        (name = "directory", description = "The company directory (LDAP) users are added from and kept in step with (BES: the MailStore service)."),
     )
 )]
 struct ApiDoc;

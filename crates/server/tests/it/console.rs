@@ -18,7 +18,7 @@ use crate::support::Result;
 /// How long the browser waits for something to appear.
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn account(site: &Site, name: &str, password: &str, role: &str) -> Result {
+pub(crate) async fn account(site: &Site, name: &str, password: &str, role: &str) -> Result {
     site.api(
         Method::POST,
         "/accounts",
@@ -30,7 +30,7 @@ async fn account(site: &Site, name: &str, password: &str, role: &str) -> Result 
 }
 
 /// A session cookie for `name`, logged in through the API.
-async fn session(site: &Site, name: &str, password: &str) -> Result<String> {
+pub(crate) async fn session(site: &Site, name: &str, password: &str) -> Result<String> {
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v1/login", site.base))
         .json(&json!({ "name": name, "password": password }))
@@ -45,7 +45,11 @@ async fn session(site: &Site, name: &str, password: &str) -> Result<String> {
     Ok(cookie.split(';').next().ok_or("cookie")?.to_owned())
 }
 
-async fn page(site: &Site, cookie: Option<&str>, path: &str) -> Result<(StatusCode, String)> {
+pub(crate) async fn page(
+    site: &Site,
+    cookie: Option<&str>,
+    path: &str,
+) -> Result<(StatusCode, String)> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;

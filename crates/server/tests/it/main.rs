@@ -6,6 +6,7 @@ mod activation;
 mod admin;
 mod console;
 mod dav;
+mod directory;
 mod e2e;
 mod filters;
 mod hostile_mail;

@@ -227,3 +227,74 @@ fn status_texts_are_bes_texts() -> anyhow::Result<()> {
     assert!("Activated".parse::<UserStatus>().is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn directory_ids_link_one_user_each() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let alice = f
+        .store
+        .add_user_from_directory("alice@example.test", Some("Alice Example"), "uuid-a")
+        .await?;
+    assert_eq!(alice.directory_id.as_deref(), Some("uuid-a"));
+    let found = f
+        .store
+        .user_by_directory_id("uuid-a")
+        .await?
+        .expect("linked");
+    assert_eq!(found, alice);
+    assert!(f.store.user_by_directory_id("uuid-b").await?.is_none());
+
+    // the same entry cannot become a second user, nor be linked to another one
+    let err = f
+        .store
+        .add_user_from_directory("alice2@example.test", None, "uuid-a")
+        .await
+        .expect_err("entry in use");
+    assert!(
+        matches!(&err, StoreError::DirectoryIdInUse { email, .. } if email == "alice@example.test"),
+        "{err:?}"
+    );
+    assert!(f.store.user("alice2@example.test").await?.is_none());
+    f.store.add_user("bob@example.test", None).await?;
+    let err = f
+        .store
+        .set_directory_id("bob@example.test", Some("uuid-a"))
+        .await
+        .expect_err("entry in use");
+    assert!(
+        matches!(err, StoreError::DirectoryIdInUse { .. }),
+        "{err:?}"
+    );
+
+    // a user added by hand is linked later; linking again to the same entry is fine
+    f.store
+        .set_directory_id("BOB@example.test", Some("uuid-b"))
+        .await?;
+    f.store
+        .set_directory_id("bob@example.test", Some("uuid-b"))
+        .await?;
+    let bob = f.store.user("bob@example.test").await?.expect("bob");
+    assert_eq!(bob.directory_id.as_deref(), Some("uuid-b"));
+    f.store.set_directory_id("bob@example.test", None).await?;
+    assert!(f.store.user_by_directory_id("uuid-b").await?.is_none());
+    let err = f
+        .store
+        .set_directory_id("nobody@example.test", Some("uuid-c"))
+        .await
+        .expect_err("no user");
+    assert!(matches!(err, StoreError::NoSuchUser { .. }), "{err:?}");
+
+    // names follow the directory
+    f.store
+        .set_display_name("alice@example.test", Some("Alice Liddell"))
+        .await?;
+    let alice = f.store.user("alice@example.test").await?.expect("alice");
+    assert_eq!(alice.display_name.as_deref(), Some("Alice Liddell"));
+    let err = f
+        .store
+        .set_display_name("nobody@example.test", None)
+        .await
+        .expect_err("no user");
+    assert!(matches!(err, StoreError::NoSuchUser { .. }), "{err:?}");
+    Ok(())
+}

@@ -2,5 +2,6 @@
 
 mod dav;
 mod imap;
+mod ldap;
 mod mail;
 mod port;
