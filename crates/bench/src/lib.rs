@@ -1,0 +1,57 @@
+//! Bramble's benchmarks, run by `bramble bench`. Benchmarks, never timed tests: each prints
+//! its figures, each against a baseline measured in the same run on the same machine, their
+//! ratio and whether the goal is met.
+//!
+//! Owns: the report type ([`Report`], [`Row`]: name, figure and unit, baseline name and
+//! figure, ratio, goal text, goal met) and its renderings (an aligned table, JSON with
+//! serde), the machine description ([`Machine`]), progress bars, and the benchmark runners
+//! ([`run`]). Must not touch: the code it measures (it calls the real sealer and starts a
+//! real relay through their public APIs, never a copy or a mock), the network beyond
+//! 127.0.0.1, files outside the temporary directories it makes.
+
+pub mod machine;
+pub mod progress;
+pub mod report;
+
+pub use machine::Machine;
+pub use report::{Baseline, Report, Row};
+
+/// How a benchmark runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A small size, so a smoke test finishes in seconds; the figures are then rough.
+    pub quick: bool,
+}
+
+/// The benchmarks there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bench {}
+
+impl Bench {
+    /// Every benchmark, in the order `bramble bench all` runs them.
+    pub const ALL: &'static [Bench] = &[];
+
+    /// The benchmark's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {}
+    }
+}
+
+/// Runs one benchmark.
+///
+/// # Errors
+/// A [`BenchError`] saying what could not be set up or failed while running.
+pub async fn run(bench: Bench, _opts: Options) -> Result<Report, BenchError> {
+    match bench {}
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Something the benchmark needs is missing or could not be started.
+    #[error("{0}")]
+    Setup(String),
+    /// The benchmark failed while running.
+    #[error("{0}")]
+    Run(String),
+}
