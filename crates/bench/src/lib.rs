@@ -9,9 +9,11 @@
 //! real relay through their public APIs, never a copy or a mock), the network beyond
 //! 127.0.0.1, files outside the temporary directories it makes.
 
+pub mod corpus;
 pub mod machine;
 pub mod progress;
 pub mod report;
+pub mod seal;
 
 pub use machine::Machine;
 pub use report::{Baseline, Report, Row};
@@ -25,24 +27,34 @@ pub struct Options {
 
 /// The benchmarks there are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bench {}
+pub enum Bench {
+    /// Generated mail through the real sealer against zstd-1 alone, on one thread.
+    Seal,
+}
 
 impl Bench {
     /// Every benchmark, in the order `bramble bench all` runs them.
-    pub const ALL: &'static [Bench] = &[];
+    pub const ALL: &'static [Bench] = &[Bench::Seal];
 
     /// The benchmark's name on the command line.
     pub fn name(self) -> &'static str {
-        match self {}
+        match self {
+            Bench::Seal => "seal",
+        }
     }
 }
 
-/// Runs one benchmark.
+/// Runs one benchmark. The sealing benchmark runs on a thread of its own (one core); the
+/// others on the caller's tokio runtime.
 ///
 /// # Errors
 /// A [`BenchError`] saying what could not be set up or failed while running.
-pub async fn run(bench: Bench, _opts: Options) -> Result<Report, BenchError> {
-    match bench {}
+pub async fn run(bench: Bench, opts: Options) -> Result<Report, BenchError> {
+    match bench {
+        Bench::Seal => tokio::task::spawn_blocking(move || seal::run(&opts))
+            .await
+            .map_err(|e| BenchError::Run(format!("the sealing benchmark's thread failed: {e}")))?,
+    }
 }
 
 /// Why a benchmark could not run.
