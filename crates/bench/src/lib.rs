@@ -10,8 +10,12 @@
 //! 127.0.0.1, files outside the temporary directories it makes.
 
 pub mod corpus;
+pub mod latency;
+pub mod limits;
 pub mod machine;
+pub mod nats;
 pub mod progress;
+pub mod relay;
 pub mod report;
 pub mod seal;
 
@@ -30,16 +34,19 @@ pub struct Options {
 pub enum Bench {
     /// Generated mail through the real sealer against zstd-1 alone, on one thread.
     Seal,
+    /// 1 KiB frames through a real relay to 1, 100 and 10,000 devices against NATS.
+    Relay,
 }
 
 impl Bench {
     /// Every benchmark, in the order `bramble bench all` runs them.
-    pub const ALL: &'static [Bench] = &[Bench::Seal];
+    pub const ALL: &'static [Bench] = &[Bench::Seal, Bench::Relay];
 
     /// The benchmark's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Bench::Seal => "seal",
+            Bench::Relay => "relay",
         }
     }
 }
@@ -54,6 +61,7 @@ pub async fn run(bench: Bench, opts: Options) -> Result<Report, BenchError> {
         Bench::Seal => tokio::task::spawn_blocking(move || seal::run(&opts))
             .await
             .map_err(|e| BenchError::Run(format!("the sealing benchmark's thread failed: {e}")))?,
+        Bench::Relay => relay::run(&opts).await,
     }
 }
 
