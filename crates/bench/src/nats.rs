@@ -182,22 +182,58 @@ impl NatsServer {
             .map_err(|e| BenchError::Setup(format!("connecting to nats-server: {e}")))
     }
 
-    /// Frames/s: `count` messages of `len` bytes from one publisher connection to one
-    /// subscriber connection, at most `window` published and not yet received.
-    ///
-    /// # Errors
-    /// When a client fails or the run takes longer than two minutes (frames lost).
-    pub async fn rate(&self, count: u64, len: usize, window: u64) -> Result<f64, BenchError> {
+    /// A publisher, a subscriber client and its subscription, ready: the server has the
+    /// subscription (a message published on the other connection arrives), and nothing is
+    /// left in it. Without this the first messages can be published before the server has
+    /// seen the SUB and are lost.
+    async fn pair(
+        &self,
+    ) -> Result<
+        (
+            async_nats::Client,
+            async_nats::Client,
+            async_nats::Subscriber,
+        ),
+        BenchError,
+    > {
         let publisher = self.client().await?;
         let subscriber = self.client().await?;
         let mut sub = subscriber
             .subscribe(SUBJECT)
             .await
             .map_err(|e| BenchError::Setup(format!("subscribing: {e}")))?;
-        subscriber
-            .flush()
-            .await
-            .map_err(|e| BenchError::Setup(format!("flushing the subscription: {e}")))?;
+        let mut ready = false;
+        for _ in 0..200 {
+            publisher
+                .publish(SUBJECT, Bytes::from_static(b"ready?"))
+                .await
+                .map_err(|e| BenchError::Setup(format!("NATS publish: {e}")))?;
+            publisher
+                .flush()
+                .await
+                .map_err(|e| BenchError::Setup(format!("NATS flush: {e}")))?;
+            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), sub.next()).await {
+                ready = true;
+                break;
+            }
+        }
+        if !ready {
+            return Err(BenchError::Setup(
+                "nats-server did not deliver a message to the subscriber within 10 s".into(),
+            ));
+        }
+        // A second "ready?" may still be on its way: let it arrive and drop it.
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(60), sub.next()).await {}
+        Ok((publisher, subscriber, sub))
+    }
+
+    /// Frames/s: `count` messages of `len` bytes from one publisher connection to one
+    /// subscriber connection, at most `window` published and not yet received.
+    ///
+    /// # Errors
+    /// When a client fails or the run takes longer than two minutes (frames lost).
+    pub async fn rate(&self, count: u64, len: usize, window: u64) -> Result<f64, BenchError> {
+        let (publisher, _subscriber, mut sub) = self.pair().await?;
         let received = Arc::new(AtomicU64::new(0));
         let room = Arc::new(Notify::new());
         let reader = {
@@ -266,16 +302,7 @@ impl NatsServer {
     /// # Errors
     /// When a client fails or a message does not arrive within 10 s.
     pub async fn latency(&self, samples: usize, len: usize) -> Result<Latencies, BenchError> {
-        let publisher = self.client().await?;
-        let subscriber = self.client().await?;
-        let mut sub = subscriber
-            .subscribe(SUBJECT)
-            .await
-            .map_err(|e| BenchError::Setup(format!("subscribing: {e}")))?;
-        subscriber
-            .flush()
-            .await
-            .map_err(|e| BenchError::Setup(format!("flushing the subscription: {e}")))?;
+        let (publisher, _subscriber, mut sub) = self.pair().await?;
         let mut lat = Latencies::new();
         let payload = Bytes::from(vec![0x5Au8; len]);
         for _ in 0..samples {
