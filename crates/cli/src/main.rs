@@ -1,9 +1,11 @@
 //! `bramble`: one binary for the enterprise server, the relay, the administration client,
-//! the device and the demo. Flag parsing and printing live here; the libraries do the work.
+//! the device, the demo and the benchmarks. Flag parsing and printing live here; the
+//! libraries do the work.
 //!
 //! Exit codes: 0 success, 1 failure (the message says what to do), 2 wrong usage.
 
 mod admin;
+mod bench;
 mod config;
 mod demo;
 mod device;
@@ -37,6 +39,8 @@ enum Command {
     Device(device::Args),
     /// Relay, server and a simulated device in one process, showing what happens.
     Demo(demo::Args),
+    /// Run a benchmark (or `all`): each figure against a baseline measured in the same run.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             Command::Admin(a) => admin::run(a).await,
             Command::Device(a) => device::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@
 //! directory, or a fresh PostgreSQL database from `bramble-testkit`).
 
 mod access;
+mod bench;
 mod config;
 mod demo;
 mod directory;

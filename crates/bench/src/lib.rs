@@ -1,0 +1,77 @@
+//! Bramble's benchmarks, run by `bramble bench`. Benchmarks, never timed tests: each prints
+//! its figures, each against a baseline measured in the same run on the same machine, their
+//! ratio and whether the goal is met.
+//!
+//! Owns: the report type ([`Report`], [`Row`]: name, figure and unit, baseline name and
+//! figure, ratio, goal text, goal met) and its renderings (an aligned table, JSON with
+//! serde), the machine description ([`Machine`]), progress bars, and the benchmark runners
+//! ([`run`]). Must not touch: the code it measures (it calls the real sealer and starts a
+//! real relay through their public APIs, never a copy or a mock), the network beyond
+//! 127.0.0.1, files outside the temporary directories it makes.
+
+pub mod corpus;
+pub mod latency;
+pub mod limits;
+pub mod machine;
+pub mod nats;
+pub mod progress;
+pub mod relay;
+pub mod report;
+pub mod seal;
+
+pub use machine::Machine;
+pub use report::{Baseline, Report, Row};
+
+/// How a benchmark runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A small size, so a smoke test finishes in seconds; the figures are then rough.
+    pub quick: bool,
+}
+
+/// The benchmarks there are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bench {
+    /// Generated mail through the real sealer against zstd-1 alone, on one thread.
+    Seal,
+    /// 1 KiB frames through a real relay to 1, 100 and 10,000 devices against NATS.
+    Relay,
+}
+
+impl Bench {
+    /// Every benchmark, in the order `bramble bench all` runs them.
+    pub const ALL: &'static [Bench] = &[Bench::Seal, Bench::Relay];
+
+    /// The benchmark's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bench::Seal => "seal",
+            Bench::Relay => "relay",
+        }
+    }
+}
+
+/// Runs one benchmark. The sealing benchmark runs on a thread of its own (one core); the
+/// others on the caller's tokio runtime.
+///
+/// # Errors
+/// A [`BenchError`] saying what could not be set up or failed while running.
+pub async fn run(bench: Bench, opts: Options) -> Result<Report, BenchError> {
+    match bench {
+        Bench::Seal => tokio::task::spawn_blocking(move || seal::run(&opts))
+            .await
+            .map_err(|e| BenchError::Run(format!("the sealing benchmark's thread failed: {e}")))?,
+        Bench::Relay => relay::run(&opts).await,
+    }
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Something the benchmark needs is missing or could not be started.
+    #[error("{0}")]
+    Setup(String),
+    /// The benchmark failed while running.
+    #[error("{0}")]
+    Run(String),
+}

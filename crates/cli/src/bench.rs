@@ -1,0 +1,57 @@
+//! `bramble bench NAME [--json] [--quick]` and `bramble bench all`: runs benchmarks from
+//! `bramble-bench` and prints their reports (a table each, or JSON).
+//!
+//! Owns: the flags and the printing. Must not touch: how anything is measured (that is
+//! `bramble-bench`), or any data directory (benchmarks run in temporary ones).
+
+use anyhow::{Result, bail};
+use bramble_bench::{Bench, Options, Report};
+
+/// Flags of `bramble bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The benchmark to run, or `all`.
+    name: String,
+    /// Print the report as JSON (an array of reports for `all`).
+    #[arg(long)]
+    json: bool,
+    /// A small size that finishes in seconds (rough figures, for smoke tests).
+    #[arg(long)]
+    quick: bool,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let benches: Vec<Bench> = if args.name == "all" {
+        Bench::ALL.to_vec()
+    } else {
+        match Bench::ALL.iter().find(|b| b.name() == args.name) {
+            Some(b) => vec![*b],
+            None => {
+                let names: Vec<&str> = Bench::ALL.iter().map(|b| b.name()).collect();
+                bail!(
+                    "there is no benchmark named {:?}; choose one of: {}, or all",
+                    args.name,
+                    names.join(", ")
+                );
+            }
+        }
+    };
+    let opts = Options { quick: args.quick };
+    let mut reports: Vec<Report> = Vec::new();
+    for b in benches {
+        let report = bramble_bench::run(b, opts).await?;
+        if !args.json {
+            print!("{}", report.table());
+            println!();
+        }
+        reports.push(report);
+    }
+    if args.json {
+        if args.name == "all" {
+            crate::output::json(&reports)?;
+        } else if let Some(r) = reports.first() {
+            crate::output::json(r)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `bramble bench NAME --quick --json`: each benchmark runs at its small size and reports its
+//! figures, baselines and ratios as positive numbers. No test asserts a timing: the figures
+//! depend on the machine, and a benchmark is read, not asserted.
+
+use crate::util::{bramble, tempdir};
+
+/// Runs `bramble bench NAME --quick --json` and checks the shape of its report.
+fn smoke(name: &str) -> serde_json::Value {
+    let tmp = tempdir();
+    let run = bramble(tmp.path(), ["bench", name, "--quick", "--json"])
+        .success()
+        .no_panic();
+    let report = run.json();
+    assert_eq!(report["bench"], name, "{run}");
+    assert_eq!(report["quick"], true, "{run}");
+    assert!(
+        report["machine"]["cores"].as_u64().is_some_and(|c| c > 0),
+        "{run}"
+    );
+    let rows = report["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows\n{run}"));
+    assert!(!rows.is_empty(), "{run}");
+    for row in rows {
+        for (what, v) in [
+            ("figure", &row["figure"]),
+            ("baseline figure", &row["baseline"]["figure"]),
+            ("ratio", &row["ratio"]),
+        ] {
+            assert!(
+                v.as_f64().is_some_and(|x| x > 0.0 && x.is_finite()),
+                "{what} of {} is not a positive number: {v}\n{run}",
+                row["name"]
+            );
+        }
+        assert!(
+            row["baseline"]["name"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+        );
+        assert!(row["goal"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(row["goal_met"].is_boolean() || row["goal_met"].is_null());
+    }
+    report
+}
+
+#[test]
+fn bench_seal_quick_reports_figure_baseline_and_ratio() {
+    let report = smoke("seal");
+    let names: Vec<&str> = report["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(names.iter().any(|n| n.contains("seal rate")), "{names:?}");
+    assert!(names.iter().any(|n| n.contains("compression")), "{names:?}");
+}
+
+#[test]
+fn bench_relay_quick_reports_figure_baseline_and_ratio() {
+    let report = smoke("relay");
+    let rows = report["rows"].as_array().map_or(0, Vec::len);
+    // frames/s and p99 latency for 1 and 10 devices
+    assert_eq!(rows, 4, "{report:#}");
+    assert!(
+        report["rows"][0]["baseline"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("NATS v2.")),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn bench_unknown_name_is_refused_in_plain_words() {
+    let tmp = tempdir();
+    bramble(tmp.path(), ["bench", "nonesuch"])
+        .code(1)
+        .no_panic()
+        .stderr_has("there is no benchmark named \"nonesuch\"");
+}
