@@ -9,6 +9,7 @@
 //! real relay through their public APIs, never a copy or a mock), the network beyond
 //! 127.0.0.1, files outside the temporary directories it makes.
 
+pub mod activation;
 pub mod corpus;
 pub mod latency;
 pub mod limits;
@@ -36,17 +37,21 @@ pub enum Bench {
     Seal,
     /// 1 KiB frames through a real relay to 1, 100 and 10,000 devices against NATS.
     Relay,
+    /// Enterprise Activation end to end with 1, 50 and 500 devices at once, against the
+    /// OPAQUE server side alone.
+    Activation,
 }
 
 impl Bench {
     /// Every benchmark, in the order `bramble bench all` runs them.
-    pub const ALL: &'static [Bench] = &[Bench::Seal, Bench::Relay];
+    pub const ALL: &'static [Bench] = &[Bench::Seal, Bench::Relay, Bench::Activation];
 
     /// The benchmark's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Bench::Seal => "seal",
             Bench::Relay => "relay",
+            Bench::Activation => "activation",
         }
     }
 }
@@ -62,6 +67,7 @@ pub async fn run(bench: Bench, opts: Options) -> Result<Report, BenchError> {
             .await
             .map_err(|e| BenchError::Run(format!("the sealing benchmark's thread failed: {e}")))?,
         Bench::Relay => relay::run(&opts).await,
+        Bench::Activation => activation::run(&opts).await,
     }
 }
 

@@ -79,3 +79,24 @@ fn bench_unknown_name_is_refused_in_plain_words() {
         .no_panic()
         .stderr_has("there is no benchmark named \"nonesuch\"");
 }
+
+#[test]
+fn bench_activation_quick_reports_wall_times_and_rates() {
+    let report = smoke("activation");
+    let names: Vec<&str> = report["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("activation wall time, 1 at once")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.contains("activations/s per core")),
+        "{names:?}"
+    );
+}

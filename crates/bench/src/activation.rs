@@ -1,0 +1,238 @@
+//! `bramble bench activation`: Enterprise Activation end to end through the real mail path
+//! (device → relay → activation mail into the embedded Maildir store → the server's messaging
+//! agent → OPAQUE → master key → IT policy and service books → Activation Complete) with 1,
+//! 50 and 500 devices at once, against the OPAQUE server side alone measured in the same run.
+//!
+//! Everything runs in this process: a relay, an enterprise server on a SQLite database and the
+//! devices, all on 127.0.0.1, in a temporary directory. The devices' own work (their half of
+//! OPAQUE, which stretches the password with Argon2id, and their keys) runs on the same cores
+//! as the server's, so the end-to-end rate is what one machine does for both sides.
+//!
+//! Owns: that procedure and its rows. Must not touch: the code it measures (it goes through
+//! the programs' public APIs), anything outside its temporary directory and loopback.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bramble_device::Device;
+use bramble_device::activation::ActivateOptions;
+use bramble_proto::pake;
+use bramble_relay::RelayConfig;
+use bramble_server::ServerConfig;
+use bramble_store::{ServerIdentity, Store};
+
+use crate::progress;
+use crate::report::{Report, Row};
+use crate::{BenchError, Options};
+
+/// Wall time one activation may take at most (the goal).
+pub const WALL_GOAL: Duration = Duration::from_secs(2);
+/// Activations per second per core end to end (the goal).
+pub const RATE_GOAL: f64 = 200.0;
+const PASSWORD: &str = "Bench-Activation-1";
+
+fn setup_err(what: &str) -> impl FnOnce(String) -> BenchError + '_ {
+    move |e| BenchError::Setup(format!("{what}: {e}"))
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The OPAQUE server side alone (KE1 → KE2, KE3 checked), seconds per login, on this thread.
+fn opaque_server_seconds(
+    setup: &[u8],
+    record: &[u8],
+    user: &str,
+    logins: usize,
+) -> Result<f64, BenchError> {
+    let mut server = Duration::ZERO;
+    for _ in 0..logins {
+        let (client, ke1) =
+            pake::client_start(PASSWORD.as_bytes()).map_err(|e| BenchError::Run(e.to_string()))?;
+        let t = Instant::now();
+        let (state, ke2) = pake::server_start(setup, record, user, &ke1)
+            .map_err(|e| BenchError::Run(e.to_string()))?;
+        server += t.elapsed();
+        let (ke3, _) = pake::client_finish(&client, PASSWORD.as_bytes(), &ke2)
+            .map_err(|e| BenchError::Run(e.to_string()))?;
+        let t = Instant::now();
+        pake::server_finish(&state, &ke3).map_err(|e| BenchError::Run(e.to_string()))?;
+        server += t.elapsed();
+    }
+    Ok(server.as_secs_f64() / logins as f64)
+}
+
+/// Runs the activation benchmark.
+///
+/// # Errors
+/// When the relay, the server or a device cannot be set up, or an activation fails.
+pub async fn run(opts: &Options) -> Result<Report, BenchError> {
+    let batches: &[usize] = if opts.quick { &[1, 5] } else { &[1, 50, 500] };
+    let total: usize = batches.iter().sum();
+    let dir = tempfile::tempdir().map_err(|e| BenchError::Setup(format!("a temp dir: {e}")))?;
+    let root = dir.path();
+
+    let mut rcfg = RelayConfig::with_data_dir(root.join("relay"));
+    rcfg.server_listen = loopback();
+    rcfg.device_listen = loopback();
+    rcfg.mail.maildir = Some(root.join("mail"));
+    let relay = bramble_relay::start(rcfg)
+        .await
+        .map_err(|e| setup_err("the relay")(e.to_string()))?;
+    let (srp, key) = bramble_relay::srp_add(&root.join("relay"), None)
+        .await
+        .map_err(|e| setup_err("an SRP id")(e.to_string()))?;
+    let mut cfg = ServerConfig::with_data_dir(root.join("server"));
+    cfg.admin.listen = loopback();
+    cfg.mail.maildir = Some(root.join("mail"));
+    cfg.activation.step_timeout = Duration::from_secs(60);
+    let store = Store::open(&cfg.database_url())
+        .await
+        .map_err(|e| setup_err("the configuration database")(e.to_string()))?;
+    store
+        .set_server_identity(&ServerIdentity {
+            srp_id: srp.get(),
+            srp_key: key,
+            relay_addr: relay.server_addr().to_string(),
+            relay_fingerprint: Some(relay.fingerprint().to_string()),
+        })
+        .await
+        .map_err(|e| setup_err("the server identity")(e.to_string()))?;
+
+    // Users and their activation passwords before the server starts, so it watches every
+    // mailbox from the start (as after a restart). OPAQUE registration stretches the password
+    // with Argon2id: on the blocking pool, both cores.
+    let setup = store
+        .secret_or_insert(
+            bramble_server::messaging::activation::OPAQUE_SETUP,
+            pake::new_server_setup,
+        )
+        .await
+        .map_err(|e| setup_err("the OPAQUE setup")(e.to_string()))?;
+    let bar = progress::bar(total as u64, "activation: adding users");
+    let mut records = Vec::with_capacity(total);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let email = format!("u{i:04}@example.test");
+        let setup = setup.clone();
+        tasks.spawn_blocking(move || {
+            pake::register(&setup, &email, PASSWORD.as_bytes()).map(|r| (i, email, r))
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (i, email, record) = r
+            .map_err(|e| BenchError::Setup(e.to_string()))?
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        records.push((i, email, record));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    records.sort_by_key(|r| r.0);
+    let expires = bramble_store::now_ms() + 3_600_000;
+    for (_, email, record) in &records {
+        store
+            .add_user(email, None)
+            .await
+            .map_err(|e| setup_err("a user")(e.to_string()))?;
+        store
+            .set_activation(email, record, expires, 5)
+            .await
+            .map_err(|e| setup_err("an activation password")(e.to_string()))?;
+    }
+    let server = bramble_server::start(&cfg, store.clone())
+        .await
+        .map_err(|e| setup_err("the enterprise server")(e.to_string()))?;
+    if !server.router.wait_up(Duration::from_secs(10)).await {
+        return Err(BenchError::Setup(
+            "the server did not log in to the relay".into(),
+        ));
+    }
+
+    // The baseline: the OPAQUE server side alone, on one core.
+    let logins = if opts.quick { 20 } else { 200 };
+    let (_, user0, record0) = &records[0];
+    let opaque = opaque_server_seconds(&setup, record0, user0, logins)?;
+    let opaque_rate = 1.0 / opaque;
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut rows = Vec::new();
+    let mut next = 0;
+    for &n in batches {
+        let bar = progress::bar(n as u64, &format!("activation: {n} at once"));
+        let mut devices = Vec::with_capacity(n);
+        for k in 0..n {
+            let (_, email, _) = &records[next + k];
+            let mut d = Device::open(&root.join("devices").join(email))
+                .map_err(|e| setup_err("a device")(e.to_string()))?;
+            d.set_relay(&relay.device_addr().to_string(), Some(relay.fingerprint()))
+                .map_err(|e| setup_err("a device's relay")(e.to_string()))?;
+            devices.push((email.clone(), d));
+        }
+        next += n;
+        let start = Instant::now();
+        let mut running = tokio::task::JoinSet::new();
+        for (email, mut d) in devices {
+            running.spawn(async move {
+                let opts = ActivateOptions {
+                    timeout: Duration::from_secs(120),
+                    ..ActivateOptions::default()
+                };
+                let t = Instant::now();
+                let r = d.activate(&email, PASSWORD, &opts, |_| {}).await;
+                (email, r.map(|()| t.elapsed()))
+            });
+        }
+        let mut walls = Vec::with_capacity(n);
+        while let Some(r) = running.join_next().await {
+            let (email, wall) = r.map_err(|e| BenchError::Run(e.to_string()))?;
+            let wall =
+                wall.map_err(|e| BenchError::Run(format!("{email} did not activate: {e}")))?;
+            walls.push(wall.as_secs_f64());
+            bar.inc(1);
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        walls.sort_by(f64::total_cmp);
+        let max = walls.last().copied().unwrap_or(0.0);
+        let p50 = walls[walls.len() / 2];
+        for (what, wall) in [("p50", p50), ("max", max)] {
+            rows.push(Row::new(
+                format!("activation wall time, {n} at once: {what}"),
+                wall * 1000.0,
+                "ms",
+                "OPAQUE server side alone, one login",
+                opaque * 1000.0,
+                format!("<= {} ms each", WALL_GOAL.as_millis()),
+                Some(wall <= WALL_GOAL.as_secs_f64()),
+            ));
+        }
+        if n > 1 {
+            let rate = n as f64 / elapsed;
+            rows.push(Row::new(
+                format!("activations/s per core, {n} at once"),
+                rate / cores,
+                "act/s",
+                "OPAQUE server logins/s, one core",
+                opaque_rate,
+                format!(">= {RATE_GOAL} per core end to end"),
+                Some(rate / cores >= RATE_GOAL),
+            ));
+        }
+    }
+    server.shutdown().await;
+    relay.shutdown().await;
+    Ok(Report {
+        bench: "activation".into(),
+        quick: opts.quick,
+        machine: crate::Machine::current(),
+        rows,
+        notes: vec![
+            format!(
+                "relay, server (SQLite) and {total} devices in one process on {cores} cores; the \
+                 devices' Argon2id and keys share the cores with the server"
+            ),
+            "through the real mail path: activation mail into the embedded Maildir store".into(),
+        ],
+    })
+}
