@@ -48,6 +48,8 @@ const ACK_DELAY: Duration = Duration::from_millis(1);
 const CONNECTING: usize = 64;
 /// The longest wait for a delivery report before the run is called stuck.
 const STALL: Duration = Duration::from_secs(30);
+/// Open files needed besides two per device.
+const FILES_SPARE: u64 = 64;
 /// Body byte 8: this frame is a latency probe.
 const PROBE: u8 = 1;
 
@@ -95,11 +97,11 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
     let size = Size::of(opts);
     let mut notes = Vec::new();
     let most = size.devices.iter().copied().max().unwrap_or(1) as u64;
-    // Two descriptors per device (both ends are in this process), and some to spare.
-    if let Some(n) = crate::limits::ensure_open_files(2 * most + 512)? {
-        notes.push(n);
-    }
-
+    // Two descriptors per device (both ends of its connection are in this process), and some
+    // to spare for the listeners, relay.db, the server's link and the runtime.
+    let (files, note) = crate::limits::raise_open_files(2 * most + FILES_SPARE)?;
+    notes.extend(note);
+    let fits = usize::try_from(files.saturating_sub(FILES_SPARE) / 2).unwrap_or(usize::MAX);
     let binary = crate::nats::find_binary()?;
     let nats = NatsServer::start(&binary).await?;
     let bar = progress::bar(2, "relay: NATS baseline");
@@ -119,12 +121,29 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
     drop(nats);
 
     let mut rows = Vec::new();
-    for &n in &size.devices {
+    for &asked in &size.devices {
+        let n = asked.min(fits);
         let m = one_count(n, &size).await?;
-        let label = match n {
+        let count = |n: usize| match n {
             1 => "1 device".to_owned(),
             n if n < 1000 => format!("{n} devices"),
             n => format!("{} devices", crate::report::number(n as f64)),
+        };
+        let label = if n < asked {
+            notes.push(format!(
+                "{} asked, {} run: {asked} devices and the relay's side of their connections \
+                 need {} open files in this one process, and the limit is {files}",
+                count(asked),
+                count(n),
+                2 * asked as u64 + FILES_SPARE
+            ));
+            format!(
+                "{} (of {} asked)",
+                count(n),
+                crate::report::number(asked as f64)
+            )
+        } else {
+            count(n)
         };
         rows.push(Row::new(
             format!("relay frames/s, {label}"),
