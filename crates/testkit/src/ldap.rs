@@ -181,31 +181,13 @@ impl LdapServer {
         }
     }
 
-    /// `sh` that waits until this process is gone, then kills slapd and removes the directory.
+    /// A watchdog that kills slapd and removes the directory when this process is gone.
     fn spawn_watchdog(&self) -> Result<Child> {
-        let script = format!(
-            r#"while s=$(ps -o stat= -p {pid}) && [ "${{s#Z}}" = "$s" ]; do sleep 0.5; done
-kill -9 {child} 2>/dev/null
-[ "$2" = keep ] || rm -rf "$1""#,
-            pid = std::process::id(),
-            child = self.child.id()
-        );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("bramble-ldap-watchdog")
-            .arg(&self.dir)
-            .arg(if crate::port::keep_dirs() {
-                "keep"
-            } else {
-                "remove"
-            })
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("starting slapd's watchdog (sh)")
+        crate::port::watchdog(
+            "ldap",
+            &format!("kill -9 {} 2>/dev/null", self.child.id()),
+            &self.dir,
+        )
     }
 
     /// Until the port accepts a connection; fails early when slapd exits.
@@ -336,14 +318,7 @@ kill -9 {child} 2>/dev/null
 
     /// The last lines of slapd's log, for a failure message.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join(LOG_NAME)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let mut out = format!("--- {LOG_NAME} (last lines)\n");
-        for line in &lines[lines.len().saturating_sub(30)..] {
-            out.push_str(line);
-            out.push('\n');
-        }
-        out
+        crate::port::log_tail(&self.dir, LOG_NAME)
     }
 }
 

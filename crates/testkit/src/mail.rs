@@ -29,7 +29,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -208,25 +207,11 @@ impl MailStack {
     /// stack and removes its directory. In its own process group, so a Ctrl-C to the test run
     /// does not take it down with the tests.
     fn spawn_watchdog(&self) -> Result<Child> {
-        let keep = crate::port::keep_dirs();
-        let script = format!(
-            r#"while s=$(ps -o stat= -p {pid}) && [ "${{s#Z}}" = "$s" ]; do sleep 0.5; done
-bash "$1/{SCRIPT_NAME}" stop "$1"
-[ "$2" = keep ] || rm -rf "$1""#,
-            pid = std::process::id()
-        );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("bramble-mail-watchdog")
-            .arg(&self.dir)
-            .arg(if keep { "keep" } else { "remove" })
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("starting the mail stack's watchdog (sh)")
+        crate::port::watchdog(
+            "mail",
+            &format!(r#"bash "$1/{SCRIPT_NAME}" stop "$1""#),
+            &self.dir,
+        )
     }
 
     fn script(&self, command: &str) -> Command {
