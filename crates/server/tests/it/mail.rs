@@ -179,13 +179,28 @@ async fn maildir_mail_reaches_the_device_once_and_is_confirmed() -> Result {
         ),
     )?;
     site.restart_server().await?;
-    let mut events = site.server().events();
-    let ids2 = forwarded(&mut events, email, 1).await?;
-    assert_ne!(ids2[0], ids[0]);
+    // The agent may forward it before the restarted server's events could be subscribed to,
+    // so this waits on what the store records instead.
+    let server_store = site.server().store().clone();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let stats: std::collections::HashMap<String, i64> =
+            server_store.stats(email).await?.into_iter().collect();
+        if stats.get("forwarded") == Some(&2) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the message sent while the server was down was not forwarded: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let report = sync(&mut device, &store, Duration::from_millis(500)).await?;
     assert_eq!(report.new_messages, 1, "{report:?}");
     assert_eq!(report.duplicates, 0, "{report:?}");
-    assert_eq!(store.inbox().await?.len(), 2);
+    let inbox = store.inbox().await?;
+    assert_eq!(inbox.len(), 2, "{inbox:?}");
+    assert_ne!(inbox[0].ref_id, inbox[1].ref_id, "{inbox:?}");
     site.shutdown().await;
     Ok(())
 }
