@@ -25,6 +25,20 @@ impl Store {
     /// Errors: [`StoreError::NoSuchUser`]; [`StoreError::PinInUse`] when another user's
     /// device holds the PIN.
     pub async fn put_device(&self, d: &NewDevice) -> Result<Device, StoreError> {
+        self.store_device(d, false).await
+    }
+
+    /// Stores the device that has just proven the user's activation password, as
+    /// [`Store::put_device`] does, and spends the one-time password in the same
+    /// transaction: either both happen or neither.
+    ///
+    /// Errors: those of [`Store::put_device`]; [`StoreError::NoActivation`] (and nothing is
+    /// stored) when the password was spent already, by another device that proved it first.
+    pub async fn activate_device(&self, d: &NewDevice) -> Result<Device, StoreError> {
+        self.store_device(d, true).await
+    }
+
+    async fn store_device(&self, d: &NewDevice, spend: bool) -> Result<Device, StoreError> {
         let email = normalize_email(&d.email);
         let now = now_ms();
         let pin = i64::from(d.pin);
@@ -43,6 +57,16 @@ impl Store {
             let Some(user_id) = user_id else {
                 return Err(StoreError::NoSuchUser { email });
             };
+            if spend {
+                let spent = sqlx::query("DELETE FROM activation WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if spent == 0 {
+                    return Err(StoreError::NoActivation { email });
+                }
+            }
             let holder: Option<(i64, String)> = sqlx::query_as(
                 "SELECT d.user_id, u.email FROM devices d JOIN users u ON u.id = d.user_id \
                  WHERE d.pin = $1",
@@ -240,6 +264,51 @@ impl Store {
             .execute(pool)
             .await?
             .rows_affected()
+        });
+        if updated == 0 {
+            return Err(StoreError::NoSuchDevice { pin });
+        }
+        Ok(())
+    }
+
+    /// Records a frame received from a device in one commit: the highest sequence number
+    /// received rises to `seq` (never lower), the device was heard from at `at_ms` (never
+    /// backwards), and each of `counters` (scope, name, amount) is added to as
+    /// [`Store::bump_stat`] does. One commit instead of one each: the dispatcher does this for
+    /// every frame a device sends.
+    ///
+    /// Errors: [`StoreError::NoSuchDevice`] (and nothing is recorded),
+    /// [`StoreError::OutOfRange`].
+    pub async fn record_frame_received(
+        &self,
+        pin: u32,
+        seq: u64,
+        at_ms: i64,
+        counters: &[(&str, &str, i64)],
+    ) -> Result<(), StoreError> {
+        let seq = to_db_u64("sequence number", seq)?;
+        let updated = on_pool!(self, pool, k => {
+            let mut tx = pool.begin_with(begin_write(k)).await?;
+            let updated = sqlx::query(
+                "UPDATE devices SET rx_seq_highest = \
+                     CASE WHEN rx_seq_highest < $2 THEN $2 ELSE rx_seq_highest END, \
+                     last_seen = \
+                     CASE WHEN last_seen IS NULL OR last_seen < $3 THEN $3 ELSE last_seen END \
+                 WHERE pin = $1",
+            )
+            .bind(i64::from(pin))
+            .bind(seq)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated > 0 {
+                for group in &crate::server::stat_groups(counters) {
+                    crate::server::bump_group!(&mut *tx, group);
+                }
+                tx.commit().await?;
+            }
+            updated
         });
         if updated == 0 {
             return Err(StoreError::NoSuchDevice { pin });

@@ -3,6 +3,60 @@
 use crate::model::ServerIdentityRow;
 use crate::{ServerIdentity, Store, StoreError, dialect, on_pool};
 
+/// Adds `$3` to counter `$2` of scope `$1`, creating it first if new (both dialects).
+pub(crate) const BUMP_STAT: &str = "INSERT INTO statistics (scope, name, value) VALUES ($1, $2, $3) \
+     ON CONFLICT (scope, name) DO UPDATE SET value = statistics.value + excluded.value";
+
+/// [`BUMP_STAT`] for two different counters in one statement (`$1..$3`, `$4..$6`): the usual
+/// pair, a user's counter and the whole server's.
+pub(crate) const BUMP_STAT_PAIR: &str = "INSERT INTO statistics (scope, name, value) \
+     VALUES ($1, $2, $3), ($4, $5, $6) \
+     ON CONFLICT (scope, name) DO UPDATE SET value = statistics.value + excluded.value";
+
+/// The counters to add, normalized and grouped for [`BUMP_STAT_PAIR`]: pairs of different
+/// counters, then singles (PostgreSQL refuses one statement that updates a row twice).
+pub(crate) fn stat_groups(counters: &[(&str, &str, i64)]) -> Vec<Vec<(String, String, i64)>> {
+    let mut groups: Vec<Vec<(String, String, i64)>> = Vec::new();
+    for (scope, name, by) in counters {
+        let c = (crate::normalize_email(scope), (*name).to_owned(), *by);
+        match groups.last_mut() {
+            Some(g) if g.len() == 1 && (g[0].0 != c.0 || g[0].1 != c.1) => g.push(c),
+            _ => groups.push(vec![c]),
+        }
+    }
+    groups
+}
+
+/// Runs one group of [`stat_groups`] on `$exec` (a pool or a transaction).
+macro_rules! bump_group {
+    ($exec:expr, $group:expr) => {
+        match $group.as_slice() {
+            [(s1, n1, b1), (s2, n2, b2)] => {
+                sqlx::query($crate::server::BUMP_STAT_PAIR)
+                    .bind(s1)
+                    .bind(n1)
+                    .bind(*b1)
+                    .bind(s2)
+                    .bind(n2)
+                    .bind(*b2)
+                    .execute($exec)
+                    .await?;
+            }
+            group => {
+                for (s, n, b) in group {
+                    sqlx::query($crate::server::BUMP_STAT)
+                        .bind(s)
+                        .bind(n)
+                        .bind(*b)
+                        .execute($exec)
+                        .await?;
+                }
+            }
+        }
+    };
+}
+pub(crate) use bump_group;
+
 impl Store {
     /// The server secret called `name`, made by `make` and stored on first use. When two
     /// servers of one domain race, both get the value that was stored first.
@@ -81,14 +135,32 @@ impl Store {
         let scope = crate::normalize_email(scope);
         on_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO statistics (scope, name, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (scope, name) DO UPDATE SET value = statistics.value + excluded.value",
+                BUMP_STAT,
             )
             .bind(&scope)
             .bind(name)
             .bind(by)
             .execute(pool)
             .await?;
+        });
+        Ok(())
+    }
+
+    /// Adds to several counters (scope, name, amount) in one commit, each as
+    /// [`Store::bump_stat`] does; two counters (a user's and the whole server's) take one
+    /// statement.
+    pub async fn bump_stats(&self, counters: &[(&str, &str, i64)]) -> Result<(), StoreError> {
+        let groups = stat_groups(counters);
+        on_pool!(self, pool, k => {
+            if let [group] = groups.as_slice() {
+                bump_group!(pool, group);
+            } else if !groups.is_empty() {
+                let mut tx = pool.begin_with(crate::begin_write(k)).await?;
+                for group in &groups {
+                    bump_group!(&mut *tx, group);
+                }
+                tx.commit().await?;
+            }
         });
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use bramble_store::{StoreError, now_ms};
 
-use crate::fixture;
+use crate::{fixture, new_device};
 
 #[tokio::test]
 async fn set_replace_count_clear() -> anyhow::Result<()> {
@@ -90,6 +90,65 @@ async fn concurrent_failures_are_each_counted() -> anyhow::Result<()> {
     }
     counts.sort_unstable();
     assert_eq!(counts, (1..=10).collect::<Vec<u32>>());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_password_is_spent_with_the_device_stored_once() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.store;
+    s.add_user("hugo@example.com", None).await?;
+    s.set_activation("hugo@example.com", b"r", now_ms() + 60_000, 5)
+        .await?;
+    // two devices proved the one password at once: one is stored, the other refused
+    let mut tasks = tokio::task::JoinSet::new();
+    for pin in [0x2200_0001u32, 0x2200_0002] {
+        let store = s.clone();
+        tasks.spawn(async move {
+            store
+                .activate_device(&new_device("hugo@example.com", pin))
+                .await
+        });
+    }
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined? {
+            Ok(d) => stored.push(d.pin),
+            Err(StoreError::NoActivation { email }) => {
+                assert_eq!(email, "hugo@example.com");
+                refused += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert_eq!((stored.len(), refused), (1, 1), "{stored:?}");
+    assert!(
+        s.activation("hugo@example.com").await?.is_none(),
+        "not spent"
+    );
+    let device = s
+        .device_for_user("hugo@example.com")
+        .await?
+        .expect("device");
+    assert_eq!(device.pin, stored[0]);
+    assert_eq!(device.key_generation, 1);
+
+    // an unknown user is still reported as such, and nothing is spent for a PIN in use
+    let err = s
+        .activate_device(&new_device("nobody@example.com", 0x2200_0003))
+        .await
+        .expect_err("no user");
+    assert!(matches!(err, StoreError::NoSuchUser { .. }), "{err:?}");
+    s.add_user("ida@example.com", None).await?;
+    s.set_activation("ida@example.com", b"r", now_ms() + 60_000, 5)
+        .await?;
+    let err = s
+        .activate_device(&new_device("ida@example.com", device.pin))
+        .await
+        .expect_err("PIN in use");
+    assert!(matches!(err, StoreError::PinInUse { .. }), "{err:?}");
+    assert!(s.activation("ida@example.com").await?.is_some(), "spent");
     Ok(())
 }
 

@@ -292,6 +292,73 @@ async fn rx_seq_never_goes_down() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_frame_received_is_recorded_in_one_step() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.store;
+    s.add_user("otto@example.com", None).await?;
+    s.put_device(&new_device("otto@example.com", PIN_A)).await?;
+    let seen = |d: Option<bramble_store::Device>| d.map(|d| (d.rx_seq_highest, d.last_seen_ms));
+    let counters = [
+        ("global", "frames_received", 1),
+        ("Otto@Example.com", "frames_received", 1),
+    ];
+
+    s.record_frame_received(PIN_A, 10, 1_000, &counters).await?;
+    assert_eq!(seen(s.device_by_pin(PIN_A).await?), Some((10, Some(1_000))));
+    // neither the number nor the time goes back; the counters still count
+    s.record_frame_received(PIN_A, 4, 500, &counters).await?;
+    assert_eq!(seen(s.device_by_pin(PIN_A).await?), Some((10, Some(1_000))));
+    s.record_frame_received(PIN_A, 11, 2_000, &[]).await?;
+    assert_eq!(seen(s.device_by_pin(PIN_A).await?), Some((11, Some(2_000))));
+    let stats: std::collections::HashMap<String, i64> =
+        s.stats("otto@example.com").await?.into_iter().collect();
+    assert_eq!(stats.get("frames_received"), Some(&2), "{stats:?}");
+
+    // no such device: an error, and no counter moved
+    let err = s
+        .record_frame_received(PIN_B, 1, 1, &counters)
+        .await
+        .expect_err("no device");
+    assert!(matches!(err, StoreError::NoSuchDevice { .. }), "{err:?}");
+    let global: std::collections::HashMap<String, i64> =
+        s.stats("global").await?.into_iter().collect();
+    assert_eq!(global.get("frames_received"), Some(&2), "{global:?}");
+    let err = s
+        .record_frame_received(PIN_A, u64::MAX, 1, &counters)
+        .await
+        .expect_err("too large");
+    assert!(matches!(err, StoreError::OutOfRange { .. }), "{err:?}");
+
+    // several counters in one commit
+    s.bump_stats(&[
+        ("global", "delivered", 3),
+        ("otto@example.com", "delivered", 3),
+    ])
+    .await?;
+    s.bump_stats(&[]).await?;
+    // the same counter twice, and three at once
+    s.bump_stats(&[
+        ("Otto@example.com", "delivered", 1),
+        ("otto@example.com", "delivered", 1),
+    ])
+    .await?;
+    s.bump_stats(&[
+        ("global", "delivered", 1),
+        ("otto@example.com", "delivered", 1),
+        ("otto@example.com", "expired", 1),
+    ])
+    .await?;
+    let stats: std::collections::HashMap<String, i64> =
+        s.stats("otto@example.com").await?.into_iter().collect();
+    assert_eq!(stats.get("delivered"), Some(&6), "{stats:?}");
+    assert_eq!(stats.get("expired"), Some(&1), "{stats:?}");
+    let global: std::collections::HashMap<String, i64> =
+        s.stats("global").await?.into_iter().collect();
+    assert_eq!(global.get("delivered"), Some(&4), "{global:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn touch_rotate_delete() -> anyhow::Result<()> {
     let f = fixture().await?;
     let s = &f.store;
