@@ -224,7 +224,17 @@ impl Device {
             }
         };
         progress(&Stage::VerifyingEncryption);
-        let (ke3, session_key) = match pake::client_finish(&client_state, pw, &challenge.ke2) {
+        // Argon2id stretches the password here (tens of milliseconds of one core): off the
+        // async threads, so a program running many devices keeps its connections moving.
+        let finished = {
+            let (state, pw, ke2) = (client_state, pw.to_vec(), challenge.ke2.to_vec());
+            tokio::task::spawn_blocking(move || pake::client_finish(&state, &pw, &ke2))
+                .await
+                .map_err(|_| {
+                    DeviceError::ActivationFailed("the password exchange task failed".into())
+                })?
+        };
+        let (ke3, session_key) = match finished {
             Ok(v) => v,
             Err(pake::PakeError::WrongPassword) => {
                 let rejected = schema::ActivationProof {

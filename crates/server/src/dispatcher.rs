@@ -310,13 +310,21 @@ impl Shard {
                     self.sessions.remove(&pin);
                     return;
                 }
-                if let Err(e) = self.store.raise_rx_seq(pin.0, seq).await {
+                // The sequence number, the time last heard from and the counters in one
+                // commit (it was four, and frames come by the thousand).
+                let counters = [
+                    ("global", "frames_received", 1),
+                    (email.as_str(), "frames_received", 1),
+                ];
+                if let Err(e) = self
+                    .store
+                    .record_frame_received(pin.0, seq, now_ms(), &counters)
+                    .await
+                {
                     tracing::error!(%pin, seq, "could not record the frame as received, so it stays with the relay: {e}");
                     self.sessions.remove(&pin);
                     return;
                 }
-                let _ = self.store.touch_device(pin.0, now_ms()).await;
-                self.count(&email, "frames_received").await;
             }
             Err(Rejection::UnknownDevice) => {
                 tracing::warn!(%pin, seq, "dropping a frame from a PIN that has no device on this server");
@@ -541,10 +549,12 @@ impl Shard {
         let confirmed = self.store.confirm_mail(email, &ids).await?;
         if confirmed > 0 {
             let n = i64::try_from(confirmed).unwrap_or(i64::MAX);
-            for scope in ["global", email] {
-                if let Err(e) = self.store.bump_stat(scope, "delivered", n).await {
-                    tracing::warn!("could not update statistics: {e}");
-                }
+            if let Err(e) = self
+                .store
+                .bump_stats(&[("global", "delivered", n), (email, "delivered", n)])
+                .await
+            {
+                tracing::warn!("could not update statistics: {e}");
             }
         }
         self.event(ServerEvent::MailConfirmed {
@@ -710,11 +720,14 @@ impl Shard {
         let _ = self.events.send(ev);
     }
 
+    /// Counts one `name` for the user and for the whole server, in one commit.
     async fn count(&self, email: &str, name: &str) {
-        for scope in ["global", email] {
-            if let Err(e) = self.store.bump_stat(scope, name, 1).await {
-                tracing::warn!("could not update statistics: {e}");
-            }
+        if let Err(e) = self
+            .store
+            .bump_stats(&[("global", name, 1), (email, name, 1)])
+            .await
+        {
+            tracing::warn!("could not update statistics: {e}");
         }
     }
 }

@@ -20,6 +20,11 @@
 //!
 //! Any failure: an `ActivationError` to the device, status **Failed** with the reason.
 //!
+//! Activations run side by side: [`ActivationService::run`] checks each ETP.DAT's signature
+//! and hands every input to one of `[server.activation] shards` tasks (default [`SHARDS`])
+//! chosen by the device's PIN, so one device's steps stay in order while other devices'
+//! steps (each a few database commits) proceed at the same time.
+//!
 //! Owns: the per-PIN handshake state (in memory: a restart mid-handshake makes the device
 //! time out and try again). Must not touch: mailboxes, SQL beyond `bramble-store`.
 
@@ -49,15 +54,24 @@ pub struct ActivationConfig {
     /// How long a step of the device may take before the attempt is abandoned.
     #[serde(with = "crate::config::duration_text")]
     pub step_timeout: Duration,
+    /// How many activations are worked on side by side (by PIN; default [`SHARDS`]).
+    pub shards: usize,
 }
 
 impl Default for ActivationConfig {
     fn default() -> Self {
         ActivationConfig {
             step_timeout: Duration::from_secs(300),
+            shards: SHARDS,
         }
     }
 }
+
+/// How many tasks run activations side by side (by PIN), unless configured.
+pub const SHARDS: usize = 32;
+
+/// Inputs a shard may hold waiting before the service waits for it.
+const SHARD_DEPTH: usize = 256;
 
 /// What the activation service is told.
 #[derive(Debug)]
@@ -67,6 +81,19 @@ pub enum Input {
     /// An ACTIVATION frame from a device.
     Frame(Frame),
     /// A sealed message from a device that belongs to activation.
+    Sealed(Pin, schema::Envelope),
+}
+
+/// What a shard is given: the service opened the ETP.DAT already.
+#[derive(Debug)]
+enum Work {
+    /// A well-signed request from a mailbox.
+    Request(ActivationMail, Box<VerifiedRequest>),
+    /// An ETP.DAT that could not be opened, and why.
+    Refused(ActivationMail, String),
+    /// An ACTIVATION frame from a device.
+    Frame(Frame),
+    /// A sealed message from a device.
     Sealed(Pin, schema::Envelope),
 }
 
@@ -91,7 +118,7 @@ struct Pending {
     since: Instant,
 }
 
-/// The activation service's task.
+/// The activation service: one of these per shard, each with its own handshakes.
 pub struct ActivationService {
     store: Store,
     router: Router,
@@ -157,15 +184,79 @@ impl ActivationService {
         self
     }
 
-    /// Runs until the input channel closes.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+    /// Runs until the input channel closes: opens each ETP.DAT (its signature names the
+    /// PIN) and passes every input to the shard of its PIN; waits for the shards to finish.
+    pub async fn run(self, mut rx: mpsc::Receiver<Input>) {
+        let n = self.cfg.shards.max(1);
+        let mut shards = Vec::with_capacity(n);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (tx, shard_rx) = mpsc::channel(SHARD_DEPTH);
+            tasks.spawn(self.shard().run_shard(shard_rx));
+            shards.push(tx);
+        }
+        let shard_of = |key: u64| {
+            // Fibonacci hashing spreads sequential PINs evenly (as the dispatcher does).
+            let h = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+            &shards[h % n]
+        };
+        while let Some(input) = rx.recv().await {
+            let (key, work) = match input {
+                Input::Mail(m) => match activation::open_etp_dat(&m.etp_dat) {
+                    Ok(req) => (u64::from(req.pin.0), Work::Request(m, Box::new(req))),
+                    Err(e) => {
+                        // No trustworthy PIN: the mailbox's user decides the shard.
+                        let key = m
+                            .mailbox
+                            .bytes()
+                            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+                        (key, Work::Refused(m, e.to_string()))
+                    }
+                },
+                Input::Frame(f) => {
+                    let Address::Pin(pin) = f.header.src else {
+                        continue;
+                    };
+                    (u64::from(pin.0), Work::Frame(f))
+                }
+                Input::Sealed(pin, env) => (u64::from(pin.0), Work::Sealed(pin, env)),
+            };
+            if shard_of(key).send(work).await.is_err() {
+                tracing::error!("an activation task stopped; the activation service stops");
+                break;
+            }
+        }
+        drop(shards);
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// A copy of the service with no handshakes of its own yet.
+    fn shard(&self) -> ActivationService {
+        ActivationService {
+            store: self.store.clone(),
+            router: self.router.clone(),
+            dispatcher: self.dispatcher.clone(),
+            me: self.me,
+            setup: self.setup.clone(),
+            domain: self.domain.clone(),
+            events: self.events.clone(),
+            cfg: self.cfg.clone(),
+            pending: HashMap::new(),
+            policy: self.policy.clone(),
+            sync: self.sync.clone(),
+        }
+    }
+
+    /// One shard: the handshakes of its PINs, one input after another.
+    async fn run_shard(mut self, mut rx: mpsc::Receiver<Work>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1).min(self.cfg.step_timeout));
         loop {
             tokio::select! {
-                input = rx.recv() => match input {
-                    Some(Input::Mail(m)) => self.on_mail(m).await,
-                    Some(Input::Frame(f)) => self.on_frame(f).await,
-                    Some(Input::Sealed(pin, env)) => self.on_sealed(pin, env).await,
+                work = rx.recv() => match work {
+                    Some(Work::Request(m, req)) => self.on_request(m, *req).await,
+                    Some(Work::Refused(m, why)) => self.on_refused(m, why).await,
+                    Some(Work::Frame(f)) => self.on_frame(f).await,
+                    Some(Work::Sealed(pin, env)) => self.on_sealed(pin, env).await,
                     None => return,
                 },
                 _ = tick.tick() => self.expire().await,
@@ -242,30 +333,26 @@ impl ActivationService {
         }
     }
 
-    async fn on_mail(&mut self, mail: ActivationMail) {
-        let req = match activation::open_etp_dat(&mail.etp_dat) {
-            Ok(r) => r,
-            Err(e) => {
-                // No trustworthy PIN to answer: record it on the mailbox's user.
-                tracing::warn!(user = %mail.mailbox, "refused an ETP.DAT: {e}");
-                if self
-                    .store
-                    .user(&mail.mailbox)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some()
-                {
-                    self.status(
-                        &mail.mailbox,
-                        UserStatus::Failed,
-                        format!("an activation request was refused: {e}"),
-                    )
-                    .await;
-                }
-                return;
-            }
-        };
+    async fn on_refused(&mut self, mail: ActivationMail, why: String) {
+        tracing::warn!(user = %mail.mailbox, "refused an ETP.DAT: {why}");
+        if self
+            .store
+            .user(&mail.mailbox)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            self.status(
+                &mail.mailbox,
+                UserStatus::Failed,
+                format!("an activation request was refused: {why}"),
+            )
+            .await;
+        }
+    }
+
+    async fn on_request(&mut self, mail: ActivationMail, req: VerifiedRequest) {
         let pin = req.pin;
         if !req.email.trim().eq_ignore_ascii_case(&mail.mailbox) {
             tracing::warn!(%pin, user = %mail.mailbox, named = %req.email, "an ETP.DAT for another address arrived in this mailbox; ignored");
@@ -444,9 +531,11 @@ impl ActivationService {
             .ok()
             .flatten()
             .map(|d| Pin(d.pin));
+        // The device is stored and the one-time password spent in one commit: of two devices
+        // proving one password at once, the second is refused.
         let stored = self
             .store
-            .put_device(&NewDevice {
+            .activate_device(&NewDevice {
                 email: email.clone(),
                 pin: pin.0,
                 identity_key: p.identity_key.to_vec(),
@@ -455,6 +544,26 @@ impl ActivationService {
             .await;
         let device = match stored {
             Ok(d) => d,
+            Err(bramble_store::StoreError::NoActivation { .. }) => {
+                // The user's status is the other device's activation, under way: only this
+                // device is told.
+                tracing::warn!(user = %email, %pin, "activation refused: another device spent the activation password first");
+                let request_hash = self
+                    .pending
+                    .remove(&pin)
+                    .map(|p| p.request_hash.to_vec())
+                    .unwrap_or_default();
+                return self
+                    .send_frame(
+                        pin,
+                        Act::Error(schema::ActivationError {
+                            code: C::PasswordMissing as i32,
+                            message: "Your activation password was used by another device a moment ago. Ask your administrator for a new one.".to_owned(),
+                            request_hash: request_hash.into(),
+                        }),
+                    )
+                    .await;
+            }
             Err(e) => {
                 return self
                     .fail(
@@ -469,10 +578,6 @@ impl ActivationService {
         };
         p.stage = Stage::KeyConfirmation;
         p.since = Instant::now();
-        // The password was one-time: spent now.
-        if let Err(e) = self.store.clear_activation(&email).await {
-            tracing::warn!(user = %email, "could not clear the spent activation password: {e}");
-        }
         self.dispatcher.forget(pin).await;
         if let Some(old) = previous.filter(|old| *old != pin) {
             self.dispatcher.forget(old).await;

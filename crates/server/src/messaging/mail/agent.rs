@@ -330,7 +330,14 @@ impl MailAgent {
         let email = match email {
             Some(e) => e,
             None => match self.store.device_by_pin(pin.0).await {
-                Ok(Some(d)) => d.email,
+                Ok(Some(d)) => {
+                    // Remembered, so the next report for this device needs no lookup.
+                    self.pins
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(pin, d.email.clone());
+                    d.email
+                }
                 _ => return,
             },
         };
@@ -380,11 +387,14 @@ impl MailAgent {
         }
     }
 
+    /// Counts one `name` for the user and for the whole server, in one commit.
     pub(super) async fn count(&self, email: &str, name: &str) {
-        for scope in ["global", email] {
-            if let Err(e) = self.store.bump_stat(scope, name, 1).await {
-                tracing::warn!("could not update statistics: {e}");
-            }
+        if let Err(e) = self
+            .store
+            .bump_stats(&[("global", name, 1), (email, name, 1)])
+            .await
+        {
+            tracing::warn!("could not update statistics: {e}");
         }
     }
 }
