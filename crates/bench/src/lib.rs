@@ -11,6 +11,7 @@
 
 pub mod activation;
 pub mod corpus;
+pub mod idle;
 pub mod latency;
 pub mod limits;
 pub mod machine;
@@ -19,6 +20,7 @@ pub mod progress;
 pub mod relay;
 pub mod report;
 pub mod seal;
+pub mod worker;
 
 pub use machine::Machine;
 pub use report::{Baseline, Report, Row};
@@ -40,11 +42,14 @@ pub enum Bench {
     /// Enterprise Activation end to end with 1, 50 and 500 devices at once, against the
     /// OPAQUE server side alone.
     Activation,
+    /// Idle device connections to one relay: memory per connection and connects/s, against
+    /// nats-server with as many idle clients.
+    Idle,
 }
 
 impl Bench {
     /// Every benchmark, in the order `bramble bench all` runs them.
-    pub const ALL: &'static [Bench] = &[Bench::Seal, Bench::Relay, Bench::Activation];
+    pub const ALL: &'static [Bench] = &[Bench::Seal, Bench::Relay, Bench::Activation, Bench::Idle];
 
     /// The benchmark's name on the command line.
     pub fn name(self) -> &'static str {
@@ -52,6 +57,7 @@ impl Bench {
             Bench::Seal => "seal",
             Bench::Relay => "relay",
             Bench::Activation => "activation",
+            Bench::Idle => "idle",
         }
     }
 }
@@ -68,6 +74,7 @@ pub async fn run(bench: Bench, opts: Options) -> Result<Report, BenchError> {
             .map_err(|e| BenchError::Run(format!("the sealing benchmark's thread failed: {e}")))?,
         Bench::Relay => relay::run(&opts).await,
         Bench::Activation => activation::run(&opts).await,
+        Bench::Idle => idle::run(&opts).await,
     }
 }
 

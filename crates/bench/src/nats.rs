@@ -169,6 +169,11 @@ impl NatsServer {
         }
     }
 
+    /// The server's process id (to read its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr

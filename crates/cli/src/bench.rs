@@ -20,7 +20,23 @@ pub struct Args {
     quick: bool,
 }
 
+/// Flags of the hidden `bramble bench-worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The spec the parent benchmark wrote (JSON).
+    spec: std::path::PathBuf,
+}
+
+/// The child side of a benchmark: answers on standard output, as the parent expects.
+pub async fn worker(args: WorkerArgs) -> Result<()> {
+    crate::init_logging("error");
+    Ok(bramble_bench::worker::run(&args.spec).await?)
+}
+
 pub async fn run(args: Args) -> Result<()> {
+    // What the programs measured log goes to standard error: errors only, unless
+    // BRAMBLE_LOG asks for more.
+    crate::init_logging("error");
     let benches: Vec<Bench> = if args.name == "all" {
         Bench::ALL.to_vec()
     } else {

@@ -41,6 +41,9 @@ enum Command {
     Demo(demo::Args),
     /// Run a benchmark (or `all`): each figure against a baseline measured in the same run.
     Bench(bench::Args),
+    /// The other side of a benchmark, started by `bramble bench` in a child process.
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             Command::Device(a) => device::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::BenchWorker(a) => bench::worker(a).await,
         }
     });
     match result {

@@ -96,7 +96,45 @@ fn bench_activation_quick_reports_wall_times_and_rates() {
         "{names:?}"
     );
     assert!(
-        names.iter().any(|n| n.contains("activations/s per core")),
+        names
+            .iter()
+            .any(|n| n.contains("activations per CPU-second of relay and server, 5 at once")),
         "{names:?}"
+    );
+    // the same batch size with the server taking one activation at a time, for comparison
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("one at a time in the server")),
+        "{names:?}"
+    );
+    // the devices ran in a child process, whose CPU time is reported apart
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("ms of CPU an activation"), "{notes}");
+}
+
+#[test]
+fn bench_idle_quick_reports_memory_per_connection_and_connects() {
+    let report = smoke("idle");
+    let names: Vec<&str> = report["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "user memory per idle device, 400 connected",
+            "relay's anonymous memory, 400 connected",
+            "device connects/s (TLS 1.3 and PIN proof)"
+        ],
+        "{report:#}"
+    );
+    assert!(
+        report["rows"][0]["baseline"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("nats-server v2.")),
+        "{report:#}"
     );
 }
