@@ -742,7 +742,9 @@ async fn write_loop(
 ) -> mpsc::Receiver<Out> {
     let limit = shared.cfg.keepalive.max(Duration::from_millis(100));
     let mut buf = BytesMut::new();
-    let mut batch: Vec<Out> = Vec::with_capacity(WRITE_BATCH);
+    // Grows with a burst and is let go after it: an idle connection holds no batch (128
+    // slots of `Out` were 12 KiB a connection, the largest thing an idle device held).
+    let mut batch: Vec<Out> = Vec::new();
     let mut cursors = Cursors::default();
     let mut drain_now = true;
     let end = 'run: {
@@ -779,6 +781,9 @@ async fn write_loop(
                             Out::Control(msg) => control_to(conn.addr, msg),
                         };
                         let _ = frame.encode(&mut buf);
+                    }
+                    if batch.capacity() > 16 {
+                        batch = Vec::new();
                     }
                     if let Err(e) = flush(&conn, &mut w, &mut buf, limit).await {
                         break 'run e;
