@@ -21,13 +21,15 @@ use bramble_device::Device;
 use bramble_device::activation::ActivateOptions;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout, Command};
 
 use crate::BenchError;
 
 /// Bytes of one line from the child at most (a line names one device or the totals).
 const MAX_LINE: usize = 16 * 1024;
+/// Bytes of a spec at most (one names at most tens of thousands of users).
+const MAX_SPEC: u64 = 16 * 1024 * 1024;
 
 /// What the child is to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +134,15 @@ fn say(line: &Line) {
 /// # Errors
 /// When the spec cannot be read or a device cannot be opened.
 pub async fn run(spec: &Path) -> Result<(), BenchError> {
+    let size = std::fs::metadata(spec)
+        .map_err(|e| BenchError::Setup(format!("cannot read {}: {e}", spec.display())))?
+        .len();
+    if size > MAX_SPEC {
+        return Err(BenchError::Setup(format!(
+            "{} is {size} bytes; a worker spec is at most {MAX_SPEC}",
+            spec.display()
+        )));
+    }
     let text = std::fs::read(spec)
         .map_err(|e| BenchError::Setup(format!("cannot read {}: {e}", spec.display())))?;
     let spec: Spec = serde_json::from_slice(&text)
@@ -286,10 +297,19 @@ async fn idle(target: IdleTarget, connections: usize, steps: usize) -> Result<()
 fn parent_lines() -> tokio::sync::mpsc::Receiver<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::stdin().lock().lines() {
-            if line.is_err() || tx.blocking_send(()).is_err() {
-                return;
+        use std::io::{BufRead, Read};
+        let mut input = std::io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            // A line is a word ("next"); at most MAX_LINE bytes of one are read.
+            line.clear();
+            match (&mut input)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line)
+            {
+                Ok(0) | Err(_) => return,
+                Ok(_) if tx.blocking_send(()).is_err() => return,
+                Ok(_) => {}
             }
         }
     });
@@ -364,7 +384,7 @@ async fn nats_client(addr: &str) -> Result<tokio::net::TcpStream, String> {
 pub struct Child {
     child: tokio::process::Child,
     input: Option<ChildStdin>,
-    lines: Lines<BufReader<ChildStdout>>,
+    output: BufReader<ChildStdout>,
 }
 
 impl Child {
@@ -396,7 +416,7 @@ impl Child {
         Ok(Child {
             input: child.stdin.take(),
             child,
-            lines: BufReader::new(stdout).lines(),
+            output: BufReader::new(stdout),
         })
     }
 
@@ -423,25 +443,29 @@ impl Child {
     /// # Errors
     /// When the child writes something that is not a line of the answer.
     pub async fn next(&mut self) -> Result<Option<Line>, BenchError> {
-        let line = self
-            .lines
-            .next_line()
+        // At most MAX_LINE bytes are read for one line: a longer one is refused, not kept.
+        let mut raw = Vec::new();
+        let n = (&mut self.output)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut raw)
             .await
             .map_err(|e| BenchError::Run(format!("reading the benchmark worker: {e}")))?;
-        let Some(line) = line else {
+        if n == 0 {
             let status = self.child.wait().await.ok();
             return match status {
                 Some(s) if s.success() => Ok(None),
                 Some(s) => Err(BenchError::Run(format!("the benchmark worker ended: {s}"))),
                 None => Ok(None),
             };
-        };
-        if line.len() > MAX_LINE {
+        }
+        if raw.len() > MAX_LINE {
             return Err(BenchError::Run(
                 "the benchmark worker wrote an over-long line".into(),
             ));
         }
-        serde_json::from_str(&line).map(Some).map_err(|e| {
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end();
+        serde_json::from_str(line).map(Some).map_err(|e| {
             BenchError::Run(format!(
                 "the benchmark worker wrote {line:?}, not a line of its answer: {e}"
             ))

@@ -44,15 +44,20 @@ fn smoke(name: &str) -> serde_json::Value {
     report
 }
 
-#[test]
-fn bench_seal_quick_reports_figure_baseline_and_ratio() {
-    let report = smoke("seal");
-    let names: Vec<&str> = report["rows"]
+/// The names of a report's rows, in order.
+fn row_names(report: &serde_json::Value) -> Vec<&str> {
+    report["rows"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|r| r["name"].as_str())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn bench_seal_quick_reports_figure_baseline_and_ratio() {
+    let report = smoke("seal");
+    let names = row_names(&report);
     assert!(names.iter().any(|n| n.contains("seal rate")), "{names:?}");
     assert!(names.iter().any(|n| n.contains("compression")), "{names:?}");
 }
@@ -83,12 +88,7 @@ fn bench_unknown_name_is_refused_in_plain_words() {
 #[test]
 fn bench_activation_quick_reports_wall_times_and_rates() {
     let report = smoke("activation");
-    let names: Vec<&str> = report["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["name"].as_str())
-        .collect();
+    let names = row_names(&report);
     assert!(
         names
             .iter()
@@ -116,12 +116,7 @@ fn bench_activation_quick_reports_wall_times_and_rates() {
 #[test]
 fn bench_idle_quick_reports_memory_per_connection_and_connects() {
     let report = smoke("idle");
-    let names: Vec<&str> = report["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["name"].as_str())
-        .collect();
+    let names = row_names(&report);
     assert_eq!(
         names,
         [
