@@ -192,6 +192,12 @@ impl ServerHandle {
         self.push_addr
     }
 
+    /// How many mailboxes the messaging agent watches, and how many of them are up to date
+    /// and waiting for new mail (IMAP IDLE, or inotify); `(0, 0)` without a mail store.
+    pub fn mailboxes(&self) -> (usize, usize) {
+        self.watchers.as_ref().map_or((0, 0), |w| w.counts())
+    }
+
     /// The server's SRP id.
     pub fn srp_id(&self) -> SrpId {
         self.srp

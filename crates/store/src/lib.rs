@@ -183,7 +183,7 @@ impl Store {
     /// Accepted forms: `postgres://…` or `postgresql://…` (PostgreSQL); `sqlite://PATH`,
     /// `sqlite:PATH`, `sqlite::memory:` or a plain filesystem path (SQLite). An SQLite file
     /// and its directory are created when missing, and opened with the WAL journal, foreign
-    /// keys on, a 5 s busy timeout and `synchronous = FULL` (reserved sequence numbers must
+    /// keys on, a 30 s busy timeout and `synchronous = FULL` (reserved sequence numbers must
     /// survive a power cut, or a nonce could be reused).
     ///
     /// Errors: [`StoreError::InvalidUrl`], [`StoreError::Open`], [`StoreError::Migrate`].

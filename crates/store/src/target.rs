@@ -64,10 +64,17 @@ pub(crate) fn parse(url: &str) -> Result<Target, StoreError> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5)),
+            // Writers wait for the write lock in SQLite's busy handler, which is not a fair
+            // queue: under a burst (a thousand watchers starting, fifty activations, and the
+            // devices' own fsyncs on the same disk in `bramble bench push`) a writer waited
+            // past 5 s and an activation failed. 30 s rides out such a burst.
+            .busy_timeout(BUSY_TIMEOUT),
         in_memory,
     })
 }
+
+/// How long an SQLite statement waits for the database's write lock.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Creates the directory an SQLite file is to live in, if missing.
 pub(crate) fn create_parent_dir(file: &Path) -> std::io::Result<()> {

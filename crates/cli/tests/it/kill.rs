@@ -141,7 +141,7 @@ async fn sigkill_loses_nothing_and_sends_nothing_twice() {
     let stack = tokio::task::spawn_blocking(|| {
         MailStack::start(MailStackOptions {
             extra_users: 3,
-            push_url: None,
+            ..Default::default()
         })
     })
     .await

@@ -453,7 +453,7 @@ async fn imap_without_uidplus_and_move() -> Result {
     let stack = tokio::task::spawn_blocking(|| {
         MailStack::start(bramble_testkit::MailStackOptions {
             extra_users: 1,
-            push_url: None,
+            ..Default::default()
         })
         .map_err(|e| format!("{e:#}"))
     })

@@ -174,7 +174,7 @@ pub(crate) async fn dovecot_site_with(
     let stack = tokio::task::spawn_blocking(move || {
         bramble_testkit::mail::MailStack::start(bramble_testkit::mail::MailStackOptions {
             extra_users: extra,
-            push_url: None,
+            ..Default::default()
         })
     })
     .await??;

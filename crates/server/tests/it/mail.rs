@@ -317,6 +317,16 @@ async fn dovecot_push_hook_brings_new_mail_to_the_device() -> Result {
     println!("SMTP accepted -> sent to the device, with Dovecot's push hook: {took:?}");
     let report = sync(&mut device, &store, Duration::from_millis(500)).await?;
     assert_eq!(report.new_messages, 5, "{report:?}");
+    // the user's mailbox is the one watched, and its watcher goes back to waiting in IDLE
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while site.server().mailboxes() != (1, 1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "watched, watching: {:?}",
+            site.server().mailboxes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     site.shutdown().await;
     Ok(())
 }

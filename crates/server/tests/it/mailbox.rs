@@ -32,7 +32,7 @@ async fn stack() -> &'static MailStack {
         STACK.get_or_init(|| {
             MailStack::start(MailStackOptions {
                 extra_users: 5,
-                push_url: None,
+                ..Default::default()
             })
             .map_err(|e| format!("{e:#}"))
         })

@@ -485,6 +485,17 @@ impl Watchers {
         v
     }
 
+    /// How many mailboxes are watched, and how many of those watchers are up to date and
+    /// waiting for mail ([`WatcherState::Watching`]).
+    pub fn counts(&self) -> (usize, usize) {
+        let all = self.lock();
+        let watching = all
+            .values()
+            .filter(|r| *r.state.borrow() == WatcherState::Watching)
+            .count();
+        (all.len(), watching)
+    }
+
     /// How `email`'s watcher is doing; `None` if it is not watched.
     pub fn state(&self, email: &str) -> Option<WatcherState> {
         let email = normalize(email).ok()?;
