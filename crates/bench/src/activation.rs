@@ -15,32 +15,20 @@
 //! Owns: that procedure and its rows. Must not touch: the code it measures (it goes through
 //! the programs' public APIs), anything outside its temporary directory and loopback.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bramble_proto::pake;
-use bramble_relay::RelayConfig;
-use bramble_server::ServerConfig;
-use bramble_store::{ServerIdentity, Store};
 
 use crate::progress;
 use crate::report::{Report, Row};
-use crate::{BenchError, Options, worker};
+use crate::{BenchError, Options, site, worker};
 
 /// Wall time one activation may take at most (the goal).
 pub const WALL_GOAL: Duration = Duration::from_secs(2);
 /// Activations per second per core end to end (the goal).
 pub const RATE_GOAL: f64 = 200.0;
 const PASSWORD: &str = "Bench-Activation-1";
-
-fn setup_err(what: &str) -> impl FnOnce(String) -> BenchError + '_ {
-    move |e| BenchError::Setup(format!("{what}: {e}"))
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 /// The OPAQUE server side alone (KE1 → KE2, KE3 checked), seconds per login, on this thread.
 fn opaque_server_seconds(
@@ -79,79 +67,17 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
     let dir = tempfile::tempdir().map_err(|e| BenchError::Setup(format!("a temp dir: {e}")))?;
     let root = dir.path();
 
-    let mut rcfg = RelayConfig::with_data_dir(root.join("relay"));
-    rcfg.server_listen = loopback();
-    rcfg.device_listen = loopback();
-    rcfg.mail.maildir = Some(root.join("mail"));
-    let relay = bramble_relay::start(rcfg)
-        .await
-        .map_err(|e| setup_err("the relay")(e.to_string()))?;
-    let (srp, key) = bramble_relay::srp_add(&root.join("relay"), None)
-        .await
-        .map_err(|e| setup_err("an SRP id")(e.to_string()))?;
-    let mut cfg = ServerConfig::with_data_dir(root.join("server"));
-    cfg.admin.listen = loopback();
-    cfg.mail.maildir = Some(root.join("mail"));
-    cfg.activation.step_timeout = Duration::from_secs(60);
-    let store = Store::open(&cfg.database_url())
-        .await
-        .map_err(|e| setup_err("the configuration database")(e.to_string()))?;
-    store
-        .set_server_identity(&ServerIdentity {
-            srp_id: srp.get(),
-            srp_key: key,
-            relay_addr: relay.server_addr().to_string(),
-            relay_fingerprint: Some(relay.fingerprint().to_string()),
-        })
-        .await
-        .map_err(|e| setup_err("the server identity")(e.to_string()))?;
-
-    // Users and their activation passwords before the server starts, so it watches every
-    // mailbox from the start (as after a restart). OPAQUE registration stretches the password
-    // with Argon2id: on the blocking pool, both cores.
-    let setup = store
-        .secret_or_insert(
-            bramble_server::messaging::activation::OPAQUE_SETUP,
-            pake::new_server_setup,
-        )
-        .await
-        .map_err(|e| setup_err("the OPAQUE setup")(e.to_string()))?;
-    let bar = progress::bar(total as u64, "activation: adding users");
-    let mut records = Vec::with_capacity(total);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        let email = format!("u{i:04}@example.test");
-        let setup = setup.clone();
-        tasks.spawn_blocking(move || {
-            pake::register(&setup, &email, PASSWORD.as_bytes()).map(|r| (i, email, r))
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        let (i, email, record) = r
-            .map_err(|e| BenchError::Setup(e.to_string()))?
-            .map_err(|e| BenchError::Setup(e.to_string()))?;
-        records.push((i, email, record));
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    records.sort_by_key(|r| r.0);
-    let expires = bramble_store::now_ms() + 3_600_000;
-    for (_, email, record) in &records {
-        store
-            .add_user(email, None)
-            .await
-            .map_err(|e| setup_err("a user")(e.to_string()))?;
-        store
-            .set_activation(email, record, expires, 5)
-            .await
-            .map_err(|e| setup_err("an activation password")(e.to_string()))?;
-    }
-    drop(store);
+    let mut site = site::start(root, &site::MailPath::Maildir).await?;
+    let emails: Vec<String> = (0..total)
+        .map(|i| format!("u{i:04}@example.test"))
+        .collect();
+    let users = site::add_users(&site.cfg, &emails, PASSWORD, "activation: adding users").await?;
+    let (setup, records) = (&users.setup, &users.records);
 
     // The baseline: the OPAQUE server side alone, on one core.
     let logins = if opts.quick { 20 } else { 200 };
-    let (_, user0, record0) = &records[0];
-    let opaque = opaque_server_seconds(&setup, record0, user0, logins)?;
+    let (user0, record0) = &records[0];
+    let opaque = opaque_server_seconds(setup, record0, user0, logins)?;
     let opaque_rate = 1.0 / opaque;
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -161,19 +87,8 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
     // First the server as it was before activations ran side by side (one shard: every
     // activation's steps one after another), then as configured by default.
     for (shards, sizes) in [(1, &[serial][..]), (default_shards, batches)] {
-        cfg.activation.shards = shards;
-        // A server's shutdown closes its store: each gets its own.
-        let store = Store::open(&cfg.database_url())
-            .await
-            .map_err(|e| setup_err("the configuration database")(e.to_string()))?;
-        let server = bramble_server::start(&cfg, store)
-            .await
-            .map_err(|e| setup_err("the enterprise server")(e.to_string()))?;
-        if !server.router.wait_up(Duration::from_secs(10)).await {
-            return Err(BenchError::Setup(
-                "the server did not log in to the relay".into(),
-            ));
-        }
+        site.cfg.activation.shards = shards;
+        let server = site::start_server(&site).await?;
         let how = if shards == 1 {
             ", one at a time in the server (before)".to_owned()
         } else {
@@ -182,12 +97,12 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         for &n in sizes {
             let emails: Vec<String> = records[next..next + n]
                 .iter()
-                .map(|(_, e, _)| e.clone())
+                .map(|(e, _)| e.clone())
                 .collect();
             next += n;
             let b = batch(
                 root,
-                &relay,
+                &site.relay,
                 emails,
                 &format!("activation: {n} at once{how}"),
             )
@@ -232,7 +147,7 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         }
         server.shutdown().await;
     }
-    relay.shutdown().await;
+    site.relay.shutdown().await;
     let activated = (next as u32).max(1);
     Ok(Report {
         bench: "activation".into(),
@@ -291,7 +206,12 @@ async fn batch(
     loop {
         match child.next().await? {
             Some(worker::Line::Ready) => cpu0 = Some(worker::process_cpu()),
-            Some(worker::Line::Step { .. }) => {}
+            Some(
+                worker::Line::Step { .. }
+                | worker::Line::Listening { .. }
+                | worker::Line::Received { .. }
+                | worker::Line::Duplicate { .. },
+            ) => {}
             Some(worker::Line::Done { wall, .. }) => {
                 walls.push(wall.as_secs_f64());
                 bar.inc(1);

@@ -45,7 +45,7 @@ struct Side {
 }
 
 /// Reads `RssAnon` of a process (`self` or a pid) from `/proc`, in KiB.
-fn rss_anon_kib(pid: &str) -> Result<f64, BenchError> {
+pub(crate) fn rss_anon_kib(pid: &str) -> Result<f64, BenchError> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| BenchError::Run(format!("cannot read {path}: {e}")))?;
@@ -53,6 +53,26 @@ fn rss_anon_kib(pid: &str) -> Result<f64, BenchError> {
         .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .ok_or_else(|| BenchError::Run(format!("{path} has no RssAnon line")))
+}
+
+/// CPU time a process (a pid) has used, user and system together, from `/proc/PID/stat`
+/// (in clock ticks of 10 ms).
+pub(crate) fn process_cpu_of(pid: u32) -> Result<std::time::Duration, BenchError> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| BenchError::Run(format!("cannot read {path}: {e}")))?;
+    // after the command name in parentheses: state is field 3, utime 14 and stime 15
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (tick(11), tick(12)) {
+        (Some(user), Some(system)) => Ok(std::time::Duration::from_millis((user + system) * 10)),
+        _ => Err(BenchError::Run(format!(
+            "{path} does not read as a process's stat"
+        ))),
+    }
 }
 
 /// The least-squares slope of `y` against `x`.

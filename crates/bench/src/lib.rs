@@ -15,11 +15,14 @@ pub mod idle;
 pub mod latency;
 pub mod limits;
 pub mod machine;
+pub mod mailboxes;
 pub mod nats;
 pub mod progress;
+pub mod push;
 pub mod relay;
 pub mod report;
 pub mod seal;
+pub mod site;
 pub mod worker;
 
 pub use machine::Machine;
@@ -45,11 +48,24 @@ pub enum Bench {
     /// Idle device connections to one relay: memory per connection and connects/s, against
     /// nats-server with as many idle clients.
     Idle,
+    /// Push latency from SMTP acceptance to the device, 1,000 devices on Dovecot, against
+    /// Dovecot's own push callback and IMAP IDLE.
+    Push,
+    /// The server watching 1,000 and 10,000 mailboxes on Dovecot: time to watch, memory and
+    /// CPU while idle, push latency at that size, against raw IMAP IDLE clients.
+    Mailboxes,
 }
 
 impl Bench {
     /// Every benchmark, in the order `bramble bench all` runs them.
-    pub const ALL: &'static [Bench] = &[Bench::Seal, Bench::Relay, Bench::Activation, Bench::Idle];
+    pub const ALL: &'static [Bench] = &[
+        Bench::Seal,
+        Bench::Relay,
+        Bench::Activation,
+        Bench::Idle,
+        Bench::Push,
+        Bench::Mailboxes,
+    ];
 
     /// The benchmark's name on the command line.
     pub fn name(self) -> &'static str {
@@ -58,6 +74,8 @@ impl Bench {
             Bench::Relay => "relay",
             Bench::Activation => "activation",
             Bench::Idle => "idle",
+            Bench::Push => "push",
+            Bench::Mailboxes => "mailboxes",
         }
     }
 }
@@ -75,6 +93,8 @@ pub async fn run(bench: Bench, opts: Options) -> Result<Report, BenchError> {
         Bench::Relay => relay::run(&opts).await,
         Bench::Activation => activation::run(&opts).await,
         Bench::Idle => idle::run(&opts).await,
+        Bench::Push => push::run(&opts).await,
+        Bench::Mailboxes => mailboxes::run(&opts).await,
     }
 }
 

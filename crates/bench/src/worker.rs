@@ -1,13 +1,14 @@
 //! The other side of a benchmark, run in a child process (`bramble bench-worker SPEC`), so
 //! that what it costs is not counted against the programs measured: the devices of
-//! `bramble bench activation`, whose Argon2id and keys a phone would pay for on its own CPU,
-//! and the idle connections of `bramble bench idle`, whose descriptors would not fit in the
+//! `bramble bench activation` and `bramble bench push`, whose Argon2id, keys and mail stores
+//! a phone would pay for on its own CPU, and the idle connections of `bramble bench idle`, whose descriptors would not fit in the
 //! relay's process beside its own.
 //!
 //! The parent writes a [`Spec`] as JSON to a file and starts the child; the child answers on
 //! its standard output with one JSON [`Line`] per line: `Ready` once it is set up, then
 //! `Done` or `Failed` for each device (activation) or a `Step` each time the parent writes a
-//! line to its input (idle), and `Finished` at the end of an activation batch.
+//! line to its input (idle), and `Finished` at the end of an activation batch; the devices of
+//! `bramble bench push` then say `Listening` and a `Received` line for each message stored.
 //!
 //! Owns: the spec and line types, the child's loop ([`run`]) and the parent's side
 //! ([`Child`]). Must not touch: the parent's programs (the child reaches them only over
@@ -49,6 +50,25 @@ pub enum Spec {
         /// How long one activation may take.
         timeout: Duration,
     },
+    /// Activates each of `emails` from its own device, `at_once` at a time, then keeps every
+    /// device connected and receiving: a `Received` line for each new message a device stored
+    /// (decrypted, in its mail store), until the parent closes the child's input.
+    Push {
+        /// The relay's device address.
+        relay: String,
+        /// The relay certificate's fingerprint.
+        fingerprint: String,
+        /// Where the devices keep their data (one folder each).
+        dir: PathBuf,
+        /// The users to activate.
+        emails: Vec<String>,
+        /// Their activation password.
+        password: String,
+        /// How long one activation may take.
+        timeout: Duration,
+        /// Activations running at once.
+        at_once: usize,
+    },
     /// Opens `connections` idle connections in `steps` equal steps, one step each time the
     /// parent writes a line; holds them until the parent closes the child's input.
     Idle {
@@ -75,6 +95,16 @@ pub enum IdleTarget {
     Nats {
         /// Its address.
         addr: String,
+    },
+    /// An IMAP server: a raw IMAP IDLE client per user (`LOGIN`, `SELECT INBOX`, `IDLE`), the
+    /// `i`-th connection logged in as the `i`-th user.
+    Imap {
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// The users, one a connection.
+        users: Vec<String>,
+        /// Their password.
+        password: String,
     },
 }
 
@@ -104,6 +134,26 @@ pub enum Line {
         /// How long this step's connections took to open.
         elapsed: Duration,
     },
+    /// Every device of a `Push` spec is activated and connected: mail may come.
+    Listening {
+        /// Devices connected.
+        connected: usize,
+    },
+    /// A device stored a new message (decrypted, in its mail store).
+    Received {
+        /// The device's user.
+        email: String,
+        /// The message's subject.
+        subject: String,
+        /// When it was stored: [`monotonic_ns`] (the same clock in every process).
+        at_ns: u64,
+    },
+    /// A device was sent a message it already held (a retried delivery), recognised and not
+    /// stored again.
+    Duplicate {
+        /// The device's user.
+        email: String,
+    },
     /// All done.
     Finished {
         /// From `Ready` to the last device's end.
@@ -120,6 +170,16 @@ pub fn process_cpu() -> Duration {
         u64::try_from(t.tv_sec).unwrap_or(0),
         u32::try_from(t.tv_nsec).unwrap_or(0),
     )
+}
+
+/// Nanoseconds on this machine's monotonic clock (`CLOCK_MONOTONIC`): one clock for every
+/// process, so a time taken here and one taken in the parent can be subtracted.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 fn say(line: &Line) {
@@ -205,6 +265,93 @@ pub async fn run(spec: &Path) -> Result<(), BenchError> {
             });
             Ok(())
         }
+        Spec::Push {
+            relay,
+            fingerprint,
+            dir,
+            emails,
+            password,
+            timeout,
+            at_once,
+        } => {
+            let fingerprint: bramble_net::tls::Fingerprint = fingerprint
+                .parse()
+                .map_err(|e| BenchError::Setup(format!("the relay's fingerprint: {e}")))?;
+            // Each device holds its connection and its stores' files.
+            crate::limits::raise_open_files(emails.len() as u64 * 12 + 256)?;
+            let opts = ActivateOptions {
+                timeout,
+                ..ActivateOptions::default()
+            };
+            let mut devices = Vec::with_capacity(emails.len());
+            for email in emails {
+                let mut d = Device::open(&dir.join(&email))
+                    .map_err(|e| BenchError::Setup(format!("a device: {e}")))?;
+                d.set_relay(&relay, Some(fingerprint))
+                    .map_err(|e| BenchError::Setup(format!("a device's relay: {e}")))?;
+                devices.push((email, d));
+            }
+            let (start, cpu0) = (Instant::now(), process_cpu());
+            say(&Line::Ready);
+            let activated: Vec<(String, Device)> = futures::stream::iter(devices)
+                .map(|(email, mut d)| {
+                    let (password, opts) = (&password, &opts);
+                    async move {
+                        let t = Instant::now();
+                        match d.activate(&email, password, opts, |_| {}).await {
+                            Ok(()) => {
+                                say(&Line::Done {
+                                    email: email.clone(),
+                                    wall: t.elapsed(),
+                                });
+                                Some((email, d))
+                            }
+                            Err(e) => {
+                                say(&Line::Failed {
+                                    email,
+                                    error: e.to_string(),
+                                });
+                                None
+                            }
+                        }
+                    }
+                })
+                .buffer_unordered(at_once.max(1))
+                .filter_map(|d| async move { d })
+                .collect()
+                .await;
+            say(&Line::Finished {
+                wall: start.elapsed(),
+                cpu: process_cpu().saturating_sub(cpu0),
+            });
+            let mut input = parent_lines();
+            let (up_tx, mut up_rx) = tokio::sync::mpsc::channel(activated.len().max(1));
+            let mut listening = tokio::task::JoinSet::new();
+            let n = activated.len();
+            for (email, d) in activated {
+                listening.spawn(receive(email, d, up_tx.clone()));
+            }
+            drop(up_tx);
+            let mut connected = 0;
+            while connected < n {
+                match up_rx.recv().await {
+                    Some(Ok(())) => connected += 1,
+                    Some(Err(e)) => {
+                        say(&Line::Failed {
+                            email: String::new(),
+                            error: e.clone(),
+                        });
+                        return Err(BenchError::Run(e));
+                    }
+                    None => break,
+                }
+            }
+            say(&Line::Listening { connected });
+            // Receive until the parent closes our input.
+            while input.recv().await.is_some() {}
+            listening.abort_all();
+            Ok(())
+        }
         Spec::Idle {
             target,
             connections,
@@ -213,8 +360,68 @@ pub async fn run(spec: &Path) -> Result<(), BenchError> {
     }
 }
 
+/// One device of a `Push` spec: connected (saying so on `up` once), storing and answering
+/// what comes, a `Received` line for each new message. A dropped connection is made again.
+async fn receive(
+    email: String,
+    mut device: Device,
+    up: tokio::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let store = match device.mail_store().await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = up.send(Err(format!("{email}'s mail store: {e}"))).await;
+            return;
+        }
+    };
+    let mut up = Some(up);
+    loop {
+        let mut conn = match device.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(up) = up.take() {
+                    let _ = up.send(Err(format!("{email} cannot connect: {e}"))).await;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if let Some(up) = up.take() {
+            let _ = up.send(Ok(())).await;
+        }
+        while let Ok(item) = conn.recv().await {
+            let event =
+                match bramble_device::mail::handle_and_answer(&mut conn, &store, &item).await {
+                    Ok(event) => event,
+                    Err(_) => break,
+                };
+            match event {
+                bramble_device::mail::MailEvent::NewMessage { ref_id } => {
+                    let at_ns = monotonic_ns();
+                    let subject = store
+                        .message(ref_id)
+                        .await
+                        .map(|m| m.subject)
+                        .unwrap_or_default();
+                    say(&Line::Received {
+                        email: email.clone(),
+                        subject,
+                        at_ns,
+                    });
+                }
+                bramble_device::mail::MailEvent::Duplicate { .. } => say(&Line::Duplicate {
+                    email: email.clone(),
+                }),
+                _ => {}
+            }
+        }
+        conn.close().await;
+    }
+}
+
 /// Connections being opened at once.
-const CONNECTING: usize = 256;
+pub const CONNECTING: usize = 256;
 
 async fn idle(target: IdleTarget, connections: usize, steps: usize) -> Result<(), BenchError> {
     crate::limits::raise_open_files(connections as u64 + 64)?;
@@ -223,7 +430,7 @@ async fn idle(target: IdleTarget, connections: usize, steps: usize) -> Result<()
             .map(|_| bramble_proto::DeviceIdentity::generate())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BenchError::Setup(format!("a device identity: {e}")))?,
-        IdleTarget::Nats { .. } => Vec::new(),
+        IdleTarget::Nats { .. } | IdleTarget::Imap { .. } => Vec::new(),
     };
     let pin = match &target {
         IdleTarget::Relay { fingerprint, .. } => {
@@ -231,7 +438,7 @@ async fn idle(target: IdleTarget, connections: usize, steps: usize) -> Result<()
                 |e| BenchError::Setup(format!("the relay's fingerprint: {e}")),
             )?))
         }
-        IdleTarget::Nats { .. } => None,
+        IdleTarget::Nats { .. } | IdleTarget::Imap { .. } => None,
     };
     let mut input = parent_lines();
     let mut held = tokio::task::JoinSet::new();
@@ -261,6 +468,21 @@ async fn idle(target: IdleTarget, connections: usize, steps: usize) -> Result<()
                             Ok(Held::Link(Box::new(link)))
                         }
                         (IdleTarget::Nats { addr }, _, _) => nats_client(addr).await.map(Held::Tcp),
+                        (
+                            IdleTarget::Imap {
+                                addr,
+                                users,
+                                password,
+                            },
+                            _,
+                            _,
+                        ) => {
+                            let user = users.get(i).ok_or("fewer users than connections")?;
+                            crate::push::idle_session(*addr, user, password)
+                                .await
+                                .map(|(r, w, _)| Held::Imap(r, w))
+                                .map_err(|e| format!("{user}: {e}"))
+                        }
                         _ => Err("no identity for a device".to_owned()),
                     }
                 }
@@ -320,6 +542,7 @@ fn parent_lines() -> tokio::sync::mpsc::Receiver<()> {
 enum Held {
     Link(Box<bramble_net::Link>),
     Tcp(tokio::net::TcpStream),
+    Imap(crate::push::ImapReader, crate::push::ImapWriter),
 }
 
 impl Held {
@@ -328,6 +551,8 @@ impl Held {
     async fn hold(self) {
         match self {
             Held::Link(mut link) => while link.recv().await.is_ok() {},
+            // Dovecot says "* OK Still here" now and then; nothing to answer while idling.
+            Held::Imap(mut r, _w) => while crate::push::imap_line(&mut r).await.is_ok() {},
             Held::Tcp(mut s) => {
                 let mut buf = [0u8; 512];
                 loop {
@@ -385,6 +610,8 @@ pub struct Child {
     child: tokio::process::Child,
     input: Option<ChildStdin>,
     output: BufReader<ChildStdout>,
+    /// What was read of a line not yet whole (kept when [`Child::next`] is cancelled).
+    partial: Vec<u8>,
 }
 
 impl Child {
@@ -417,7 +644,13 @@ impl Child {
             input: child.stdin.take(),
             child,
             output: BufReader::new(stdout),
+            partial: Vec::new(),
         })
+    }
+
+    /// The child's process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Tells the child to go on (an idle worker opens its next step).
@@ -438,19 +671,22 @@ impl Child {
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
     }
 
-    /// The next line of the child's answer; `None` when it ended.
+    /// The next line of the child's answer; `None` when it ended. Cancel-safe: what was read
+    /// of a line is kept for the next call.
     ///
     /// # Errors
     /// When the child writes something that is not a line of the answer.
     pub async fn next(&mut self) -> Result<Option<Line>, BenchError> {
         // At most MAX_LINE bytes are read for one line: a longer one is refused, not kept.
-        let mut raw = Vec::new();
+        let room = (MAX_LINE as u64 + 1).saturating_sub(self.partial.len() as u64);
         let n = (&mut self.output)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut raw)
+            .take(room)
+            .read_until(b'\n', &mut self.partial)
             .await
             .map_err(|e| BenchError::Run(format!("reading the benchmark worker: {e}")))?;
-        if n == 0 {
+        // Returned (not cancelled): a whole line, the end of the output, or the limit reached.
+        let raw = std::mem::take(&mut self.partial);
+        if n == 0 && raw.is_empty() {
             let status = self.child.wait().await.ok();
             return match status {
                 Some(s) if s.success() => Ok(None),

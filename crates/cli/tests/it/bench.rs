@@ -133,3 +133,70 @@ fn bench_idle_quick_reports_memory_per_connection_and_connects() {
         "{report:#}"
     );
 }
+
+/// Needs Dovecot and Postfix (scripts/test installs them) and root, as the mail tests do.
+#[test]
+fn bench_push_quick_reports_latency_against_dovecots_callback_and_idle() {
+    let report = smoke("push");
+    let names = row_names(&report);
+    assert_eq!(
+        names,
+        [
+            "push latency, SMTP accepted → on the device, 5 devices: p50",
+            "push latency, SMTP accepted → on the device, 5 devices: p90",
+            "push latency, SMTP accepted → on the device, 5 devices: p99",
+            "push latency, SMTP accepted → on the device, 5 devices: max",
+            "push latency p50 against IMAP IDLE, 5 devices",
+            "messages on the devices, each once",
+        ],
+        "{report:#}"
+    );
+    // every message arrived, none twice (the run fails otherwise)
+    assert_eq!(report["rows"][5]["figure"], 10.0, "{report:#}");
+    assert_eq!(report["rows"][5]["goal_met"], true, "{report:#}");
+}
+
+/// Needs Dovecot and Postfix and root, as `bench push` does. CPU while idle may be 0 over the
+/// quick run's 2 s, so the generic positive-figure check is not used for it.
+#[test]
+fn bench_mailboxes_quick_reports_watching_memory_cpu_and_latency() {
+    let tmp = tempdir();
+    let run = bramble(tmp.path(), ["bench", "mailboxes", "--quick", "--json"])
+        .success()
+        .no_panic();
+    let report = run.json();
+    assert_eq!(report["bench"], "mailboxes", "{run}");
+    assert_eq!(
+        row_names(&report),
+        [
+            "time until all 20 mailboxes are watched",
+            "server memory per watched mailbox, 20 watched",
+            "server CPU while idle, 20 watched",
+            "push latency with 20 watched, 3 devices: p50",
+            "push latency with 20 watched, 3 devices: p99",
+        ],
+        "{report:#}"
+    );
+    for row in report["rows"].as_array().into_iter().flatten() {
+        let figure = row["figure"].as_f64();
+        assert!(
+            figure.is_some_and(|x| x >= 0.0 && x.is_finite()),
+            "{}: {figure:?}\n{run}",
+            row["name"]
+        );
+    }
+    // watching takes time, and a pushed message cannot arrive before Dovecot's own callback
+    // was due: both figures and their baselines are positive
+    for i in [0, 3, 4] {
+        assert!(
+            report["rows"][i]["figure"]
+                .as_f64()
+                .is_some_and(|x| x > 0.0)
+        );
+        assert!(
+            report["rows"][i]["baseline"]["figure"]
+                .as_f64()
+                .is_some_and(|x| x > 0.0)
+        );
+    }
+}
