@@ -5,9 +5,10 @@
 //! latency floor) measured in the same run.
 //!
 //! Procedure: the mail stack of `bramble-testkit` starts with 10,000 users (Dovecot's
-//! connection limits raised; each connection is an `imap` process, about 1 MiB). For each size: the users are
-//! added to the server's database (the first 20 with an activation password); a child process
-//! ([`crate::worker`]) opens an IDLE client on every mailbox and is measured; then the server
+//! connection limits raised; each connection is an `imap` process, about 1 MiB). For each
+//! size: the users are added to the server's database (the first 20 with an activation
+//! password); a child process ([`crate::worker`]) opens an IDLE client on every mailbox and
+//! is measured; then the server
 //! starts in this process, watching every mailbox over IMAP as the service account; once every
 //! watcher is up to date and idling, its anonymous memory (above what this process held before
 //! it started) and its CPU over a quiet window are read; then mail goes to the 20 devices'

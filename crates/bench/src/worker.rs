@@ -1,8 +1,9 @@
 //! The other side of a benchmark, run in a child process (`bramble bench-worker SPEC`), so
 //! that what it costs is not counted against the programs measured: the devices of
 //! `bramble bench activation` and `bramble bench push`, whose Argon2id, keys and mail stores
-//! a phone would pay for on its own CPU, and the idle connections of `bramble bench idle`, whose descriptors would not fit in the
-//! relay's process beside its own.
+//! a phone would pay for on its own CPU; the idle connections of `bramble bench idle`, whose
+//! descriptors would not fit in the relay's process beside its own; and the raw IMAP IDLE
+//! clients of `bramble bench mailboxes`, measured as a process of their own.
 //!
 //! The parent writes a [`Spec`] as JSON to a file and starts the child; the child answers on
 //! its standard output with one JSON [`Line`] per line: `Ready` once it is set up, then

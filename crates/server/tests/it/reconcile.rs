@@ -244,9 +244,15 @@ async fn imap_changes_are_reconciled_both_ways() -> Result {
         by_subject(&inbox, "to seen").is_some_and(|m| m.seen),
         "{inbox:#?}"
     );
-    assert!(by_subject(&inbox, "to flagged").is_some_and(|m| m.flagged));
-    assert!(by_subject(&inbox, "to deleted").is_none());
-    assert!(by_subject(&inbox, "to moved").is_some_and(|m| m.folder == "Archive"));
+    assert!(
+        by_subject(&inbox, "to flagged").is_some_and(|m| m.flagged),
+        "{inbox:#?}"
+    );
+    assert!(by_subject(&inbox, "to deleted").is_none(), "{inbox:#?}");
+    assert!(
+        by_subject(&inbox, "to moved").is_some_and(|m| m.folder == "Archive"),
+        "{inbox:#?}"
+    );
     site.shutdown().await;
     Ok(())
 }
@@ -466,9 +472,15 @@ async fn maildir_changes_are_reconciled_both_ways() -> Result {
         by_subject(&inbox, "to seen").is_some_and(|m| m.seen),
         "{inbox:#?}"
     );
-    assert!(by_subject(&inbox, "to flagged").is_some_and(|m| m.flagged));
-    assert!(by_subject(&inbox, "to deleted").is_none());
-    assert!(by_subject(&inbox, "to moved").is_some_and(|m| m.folder == "Archive"));
+    assert!(
+        by_subject(&inbox, "to flagged").is_some_and(|m| m.flagged),
+        "{inbox:#?}"
+    );
+    assert!(by_subject(&inbox, "to deleted").is_none(), "{inbox:#?}");
+    assert!(
+        by_subject(&inbox, "to moved").is_some_and(|m| m.folder == "Archive"),
+        "{inbox:#?}"
+    );
     site.shutdown().await;
     Ok(())
 }
