@@ -3,8 +3,9 @@
 //! identity written into its configuration database (SQLite), users added with an activation
 //! password. The server itself is started by the benchmark (it may start several in turn).
 //!
-//! Owns: that setup, shared by `bench activation` and `bench push`. Must not touch: the code
-//! it sets up (public APIs only), anything outside the directory and loopback.
+//! Owns: that setup, shared by `bench activation`, `bench push` and `bench mailboxes`. Must
+//! not touch: the code it sets up (public APIs only), anything outside the directory and
+//! loopback.
 
 use std::net::SocketAddr;
 use std::path::Path;
