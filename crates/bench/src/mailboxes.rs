@@ -123,24 +123,15 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         let Some(devs) = devices.as_mut() else {
             return Err(BenchError::Setup("no devices".into()));
         };
-        let phase = format!("push-{size}");
-        let bar = progress::bar(mail.messages as u64, &format!("mailboxes: push at {size}"));
-        let sending = tokio::spawn(push::send_paced(
-            stack.clone(),
-            sampled.clone(),
-            phase.clone(),
-            mail,
-            None,
-        ));
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs_f64(mail.messages as f64 / mail.rate)
-            + push::ARRIVAL_TIMEOUT;
-        let got = devs.receive(&phase, mail.messages, deadline, &bar).await;
-        let sent = sending
-            .await
-            .map_err(|e| BenchError::Run(e.to_string()))??;
-        bar.finish_and_clear();
-        let (lat, duplicates) = push::match_arrivals(&sent, &got?)?;
+        let (lat, duplicates) = devs
+            .round(
+                &stack,
+                &sampled,
+                &format!("push-{size}"),
+                mail,
+                &format!("mailboxes: push at {size}"),
+            )
+            .await?;
         server.shutdown().await;
 
         rows.extend(size_rows(

@@ -149,31 +149,18 @@ pub async fn run_sized(size: Size) -> Result<Report, BenchError> {
     set_push_urls(&stack, &users, &format!("http://{hook}/dovecot")).await?;
     let mut devices = start_devices(root, &site, &users, size).await?;
 
-    // The devices' reports are read while the mail goes in, so that they never wait on a
-    // full pipe.
     let cpu0 = worker::process_cpu();
     // markers for a log of what the programs did (BRAMBLE_LOG=bramble_bench=info,…)
     tracing::info!(messages = size.messages, "push: sending");
-    let bar = progress::bar(size.messages as u64, &format!("push: {n} devices"));
-    let sending = tokio::spawn(send_paced(
-        stack.clone(),
-        users.clone(),
-        "push".into(),
-        size,
-        None,
-    ));
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs_f64(size.messages as f64 / size.rate.max(0.001))
-        + ARRIVAL_TIMEOUT;
-    let got = devices.receive("push", size.messages, deadline, &bar).await;
-    let sent = sending.await.map_err(|e| BenchError::Run(e.to_string()))?;
-    bar.finish_and_clear();
+    let round = devices
+        .round(&stack, &users, "push", size, &format!("push: {n} devices"))
+        .await;
     let server_cpu = worker::process_cpu().saturating_sub(cpu0);
     tracing::info!("push: all stored");
     devices.child.finish().await;
     server.shutdown().await;
     site.relay.shutdown().await;
-    let (push, duplicates) = match_arrivals(&sent?, &got?)?;
+    let (push, duplicates) = round?;
 
     let q = |l: &Latencies, q: f64| l.quantile_us(q) / 1000.0;
     let floor_name = "floor: SMTP accepted → Dovecot's push callback at a bare HTTP listener";
@@ -756,8 +743,38 @@ pub(crate) async fn start_devices(
 }
 
 impl Devices {
+    /// Sends `size.messages` messages of `phase` to `users` at `size.rate` while reading what
+    /// the devices report (so that they never wait on a full pipe); returns each message's
+    /// latency from its acceptance to a device's store, and the retried deliveries the devices
+    /// recognised. A message lost (not stored within [`ARRIVAL_TIMEOUT`] of the last send) or
+    /// stored twice is an error.
+    pub(crate) async fn round(
+        &mut self,
+        stack: &Arc<MailStack>,
+        users: &Arc<Vec<String>>,
+        phase: &str,
+        size: Size,
+        label: &str,
+    ) -> Result<(Latencies, u64), BenchError> {
+        let bar = progress::bar(size.messages as u64, label);
+        let sending = tokio::spawn(send_paced(
+            stack.clone(),
+            users.clone(),
+            phase.to_owned(),
+            size,
+            None,
+        ));
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs_f64(size.messages as f64 / size.rate.max(0.001))
+            + ARRIVAL_TIMEOUT;
+        let got = self.receive(phase, size.messages, deadline, &bar).await;
+        let sent = sending.await.map_err(|e| BenchError::Run(e.to_string()))?;
+        bar.finish_and_clear();
+        match_arrivals(&sent?, &got?)
+    }
+
     /// The devices' reports until `count` messages of `phase` were stored, or `deadline`.
-    pub(crate) async fn receive(
+    async fn receive(
         &mut self,
         phase: &str,
         count: usize,
@@ -797,10 +814,7 @@ impl Devices {
 
 /// Each stored message's latency from its acceptance, and the duplicates recognised; a
 /// message stored twice is an error.
-pub(crate) fn match_arrivals(
-    sent: &[Sent],
-    got: &Arrivals,
-) -> Result<(Latencies, u64), BenchError> {
+fn match_arrivals(sent: &[Sent], got: &Arrivals) -> Result<(Latencies, u64), BenchError> {
     let mut waiting: HashMap<&str, u64> = sent
         .iter()
         .map(|s| (s.subject.as_str(), s.accepted_ns))

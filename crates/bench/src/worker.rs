@@ -217,17 +217,7 @@ pub async fn run(spec: &Path) -> Result<(), BenchError> {
             password,
             timeout,
         } => {
-            let fingerprint: bramble_net::tls::Fingerprint = fingerprint
-                .parse()
-                .map_err(|e| BenchError::Setup(format!("the relay's fingerprint: {e}")))?;
-            let mut devices = Vec::with_capacity(emails.len());
-            for email in emails {
-                let mut d = Device::open(&dir.join(&email))
-                    .map_err(|e| BenchError::Setup(format!("a device: {e}")))?;
-                d.set_relay(&relay, Some(fingerprint))
-                    .map_err(|e| BenchError::Setup(format!("a device's relay: {e}")))?;
-                devices.push((email, d));
-            }
+            let devices = open_devices(&dir, emails, &relay, &fingerprint)?;
             let (start, cpu0) = (Instant::now(), process_cpu());
             say(&Line::Ready);
             let mut running = tokio::task::JoinSet::new();
@@ -275,23 +265,13 @@ pub async fn run(spec: &Path) -> Result<(), BenchError> {
             timeout,
             at_once,
         } => {
-            let fingerprint: bramble_net::tls::Fingerprint = fingerprint
-                .parse()
-                .map_err(|e| BenchError::Setup(format!("the relay's fingerprint: {e}")))?;
             // Each device holds its connection and its stores' files.
             crate::limits::raise_open_files(emails.len() as u64 * 12 + 256)?;
             let opts = ActivateOptions {
                 timeout,
                 ..ActivateOptions::default()
             };
-            let mut devices = Vec::with_capacity(emails.len());
-            for email in emails {
-                let mut d = Device::open(&dir.join(&email))
-                    .map_err(|e| BenchError::Setup(format!("a device: {e}")))?;
-                d.set_relay(&relay, Some(fingerprint))
-                    .map_err(|e| BenchError::Setup(format!("a device's relay: {e}")))?;
-                devices.push((email, d));
-            }
+            let devices = open_devices(&dir, emails, &relay, &fingerprint)?;
             let (start, cpu0) = (Instant::now(), process_cpu());
             say(&Line::Ready);
             let activated: Vec<(String, Device)> = futures::stream::iter(devices)
@@ -359,6 +339,28 @@ pub async fn run(spec: &Path) -> Result<(), BenchError> {
             steps,
         } => idle(target, connections, steps.max(1)).await,
     }
+}
+
+/// A device for each of `emails` in `dir` (a folder each), set to reach the relay at `relay`
+/// whose certificate has `fingerprint`.
+fn open_devices(
+    dir: &Path,
+    emails: Vec<String>,
+    relay: &str,
+    fingerprint: &str,
+) -> Result<Vec<(String, Device)>, BenchError> {
+    let fingerprint: bramble_net::tls::Fingerprint = fingerprint
+        .parse()
+        .map_err(|e| BenchError::Setup(format!("the relay's fingerprint: {e}")))?;
+    let mut devices = Vec::with_capacity(emails.len());
+    for email in emails {
+        let mut d = Device::open(&dir.join(&email))
+            .map_err(|e| BenchError::Setup(format!("a device: {e}")))?;
+        d.set_relay(relay, Some(fingerprint))
+            .map_err(|e| BenchError::Setup(format!("a device's relay: {e}")))?;
+        devices.push((email, d));
+    }
+    Ok(devices)
 }
 
 /// One device of a `Push` spec: connected (saying so on `up` once), storing and answering
