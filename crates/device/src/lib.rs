@@ -39,6 +39,30 @@
 //!
 //! Each connection runs in a `tracing` span named `device` carrying the PIN and the relay.
 
+/// Declares a struct read from a query's columns by name, with its `sqlx::FromRow` for the
+/// device's SQLite rows: what `#[derive(sqlx::FromRow)]` gives, without sqlx's procedural
+/// macros (which build the database drivers a second time, for the compiler).
+macro_rules! row_struct {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$fmeta])* $fvis $field: $ty),*
+        }
+        impl<'r> ::sqlx::FromRow<'r, ::sqlx::sqlite::SqliteRow> for $name {
+            fn from_row(row: &'r ::sqlx::sqlite::SqliteRow) -> Result<Self, ::sqlx::Error> {
+                use ::sqlx::Row as _;
+                Ok(Self { $($field: row.try_get(stringify!($field))?),* })
+            }
+        }
+    };
+}
+pub(crate) use row_struct;
+
 pub mod activation;
 mod connection;
 mod device;

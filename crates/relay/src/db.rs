@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bramble_proto::schema::{self, DeliveryStatus};
 use bramble_proto::{Address, Frame, Pin, SrpId};
 use bytes::Bytes;
-use sqlx::migrate::Migrator;
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -36,7 +37,30 @@ pub(crate) const DB_CHANNEL: usize = 4096;
 /// Operations gathered into one transaction at most.
 const BATCH: usize = 512;
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+/// The relay database's migrations, `(version, description, SQL)` oldest first: what
+/// `sqlx::migrate!("./migrations")` would embed (same descriptions and checksums), written
+/// out because sqlx's procedural macros build both database drivers a second time in every
+/// build. A test checks the list against the directory.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+/// The migrator of [`MIGRATIONS`].
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
 
 /// The current time as unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
@@ -110,7 +134,7 @@ pub(crate) async fn open(data_dir: &Path, max_connections: u32) -> Result<Sqlite
             path: path.clone(),
             source,
         })?;
-    if let Err(source) = MIGRATOR.run(&pool).await {
+    if let Err(source) = migrator().run(&pool).await {
         pool.close().await;
         return Err(RelayError::Migrate { path, source });
     }
@@ -530,6 +554,31 @@ fn enqueued(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_migrations_are_the_files() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("the migrations directory")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(v, d, _)| format!("{v:04}_{}.sql", d.replace(' ', "_")))
+            .collect();
+        assert_eq!(files, listed, "add the new file to MIGRATIONS");
+        for ((_, _, sql), file) in MIGRATIONS.iter().zip(&files) {
+            let on_disk = std::fs::read_to_string(dir.join(file)).expect("a migration file");
+            assert_eq!(*sql, on_disk, "{file}");
+        }
+        assert_eq!(migrator().iter().count(), 1);
+    }
 
     #[test]
     fn stored_forms_round_trip() {

@@ -256,21 +256,22 @@ macro_rules! in_scope {
     };
 }
 
-#[derive(sqlx::FromRow)]
-struct FilterRow {
-    id: i64,
-    email: Option<String>,
-    position: i64,
-    name: String,
-    enabled: i64,
-    match_from: Option<String>,
-    match_to: Option<String>,
-    match_cc: Option<String>,
-    match_subject: Option<String>,
-    match_importance: Option<String>,
-    action: String,
-    created_at: i64,
-    updated_at: i64,
+crate::row_struct! {
+    struct FilterRow {
+        id: i64,
+        email: Option<String>,
+        position: i64,
+        name: String,
+        enabled: i64,
+        match_from: Option<String>,
+        match_to: Option<String>,
+        match_cc: Option<String>,
+        match_subject: Option<String>,
+        match_importance: Option<String>,
+        action: String,
+        created_at: i64,
+        updated_at: i64,
+    }
 }
 
 impl TryFrom<FilterRow> for Filter {

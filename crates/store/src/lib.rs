@@ -28,6 +28,7 @@ mod filters;
 mod groups;
 mod mail;
 mod mail_sync;
+mod migrations;
 mod model;
 mod policies;
 mod server;
@@ -39,7 +40,6 @@ mod users;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 
@@ -68,9 +68,6 @@ pub use sync::{
     BackupRow, SYNC_CONFLICTS, SYNC_DATABASES, SYNC_DIRECTIONS, SyncCandidates, SyncProblem,
     SyncRecordRow, SyncSetting,
 };
-
-static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The current time as unix milliseconds, the store's one time format. A clock set before
 /// 1970 gives 0.
@@ -157,6 +154,36 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Declares a struct read from a query's columns by name, with its `sqlx::FromRow` for both
+/// backends' rows: what `#[derive(sqlx::FromRow)]` gives, without sqlx's procedural macros
+/// (which build both database drivers a second time, for the compiler, in every build).
+macro_rules! row_struct {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$fmeta])* $fvis $field: $ty),*
+        }
+        impl<'r> ::sqlx::FromRow<'r, ::sqlx::sqlite::SqliteRow> for $name {
+            fn from_row(row: &'r ::sqlx::sqlite::SqliteRow) -> Result<Self, ::sqlx::Error> {
+                use ::sqlx::Row as _;
+                Ok(Self { $($field: row.try_get(stringify!($field))?),* })
+            }
+        }
+        impl<'r> ::sqlx::FromRow<'r, ::sqlx::postgres::PgRow> for $name {
+            fn from_row(row: &'r ::sqlx::postgres::PgRow) -> Result<Self, ::sqlx::Error> {
+                use ::sqlx::Row as _;
+                Ok(Self { $($field: row.try_get(stringify!($field))?),* })
+            }
+        }
+    };
+}
+pub(crate) use row_struct;
+
 /// Picks the SQL text for the dialect at hand.
 pub(crate) fn dialect(
     kind: BackendKind,
@@ -224,7 +251,7 @@ impl Store {
                     .connect_with(options)
                     .await
                     .map_err(open_err)?;
-                if let Err(e) = SQLITE_MIGRATOR.run(&pool).await {
+                if let Err(e) = migrations::migrator(migrations::SQLITE).run(&pool).await {
                     pool.close().await;
                     return Err(migrate_err(e));
                 }
@@ -241,7 +268,7 @@ impl Store {
                     .map_err(open_err)?;
                 // sqlx holds an advisory lock while migrating, so servers of one domain
                 // starting together migrate once.
-                if let Err(e) = POSTGRES_MIGRATOR.run(&pool).await {
+                if let Err(e) = migrations::migrator(migrations::POSTGRES).run(&pool).await {
                     pool.close().await;
                     return Err(migrate_err(e));
                 }

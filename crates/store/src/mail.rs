@@ -36,41 +36,43 @@ pub struct NewMailItem {
     pub flagged: bool,
 }
 
-/// A forwarded message as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct MailItemRow {
-    /// The RefID.
-    pub ref_id: i64,
-    /// The user.
-    pub email: String,
-    /// The folder.
-    pub folder: String,
-    /// See [`NewMailItem::source_key`].
-    pub source_key: String,
-    /// IMAP UIDVALIDITY.
-    pub uid_validity: Option<i64>,
-    /// IMAP UID.
-    pub uid: Option<i64>,
-    /// Message-ID.
-    pub message_id: Option<String>,
-    /// The encoded item.
-    pub item: Vec<u8>,
-    /// `pending`, `delivered` or `removed`.
-    pub state: String,
-    /// Read, as last seen in the mailbox or asked for by the device.
-    pub seen: bool,
-    /// Flagged, as last seen in the mailbox or asked for by the device.
-    pub flagged: bool,
-    /// When it was recorded.
-    pub created_at: i64,
-    /// When it was last handed to the relay.
-    pub sent_at: Option<i64>,
-    /// How many times it was handed to the relay.
-    pub sent_count: i64,
-    /// When the relay last reported it queued or delivered.
-    pub relayed_at: Option<i64>,
-    /// When the device confirmed it.
-    pub confirmed_at: Option<i64>,
+crate::row_struct! {
+    /// A forwarded message as stored.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct MailItemRow {
+        /// The RefID.
+        pub ref_id: i64,
+        /// The user.
+        pub email: String,
+        /// The folder.
+        pub folder: String,
+        /// See [`NewMailItem::source_key`].
+        pub source_key: String,
+        /// IMAP UIDVALIDITY.
+        pub uid_validity: Option<i64>,
+        /// IMAP UID.
+        pub uid: Option<i64>,
+        /// Message-ID.
+        pub message_id: Option<String>,
+        /// The encoded item.
+        pub item: Vec<u8>,
+        /// `pending`, `delivered` or `removed`.
+        pub state: String,
+        /// Read, as last seen in the mailbox or asked for by the device.
+        pub seen: bool,
+        /// Flagged, as last seen in the mailbox or asked for by the device.
+        pub flagged: bool,
+        /// When it was recorded.
+        pub created_at: i64,
+        /// When it was last handed to the relay.
+        pub sent_at: Option<i64>,
+        /// How many times it was handed to the relay.
+        pub sent_count: i64,
+        /// When the relay last reported it queued or delivered.
+        pub relayed_at: Option<i64>,
+        /// When the device confirmed it.
+        pub confirmed_at: Option<i64>,
+    }
 }
 
 /// Selects [`MailItemRow`]s from `mail_items i` joined to `users u`.
@@ -84,31 +86,33 @@ macro_rules! item_select {
 }
 pub(crate) use item_select;
 
-/// A submission from a device as stored in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct OutboxRow {
-    /// The row's id.
-    pub id: i64,
-    /// The sender.
-    pub email: String,
-    /// The device that sent it.
-    pub pin: i64,
-    /// The device's id for it.
-    pub client_id: i64,
-    /// The encoded submission.
-    pub request: Vec<u8>,
-    /// `queued`, `sending`, `sent` or `failed`.
-    pub state: String,
-    /// The Message-ID it was (or will be) sent with.
-    pub message_id: Option<String>,
-    /// Why it failed, or the last transient error.
-    pub error: Option<String>,
-    /// How many times sending was tried.
-    pub attempts: i64,
-    /// When it was stored.
-    pub created_at: i64,
-    /// When its state last changed.
-    pub updated_at: i64,
+crate::row_struct! {
+    /// A submission from a device as stored in the outbox.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct OutboxRow {
+        /// The row's id.
+        pub id: i64,
+        /// The sender.
+        pub email: String,
+        /// The device that sent it.
+        pub pin: i64,
+        /// The device's id for it.
+        pub client_id: i64,
+        /// The encoded submission.
+        pub request: Vec<u8>,
+        /// `queued`, `sending`, `sent` or `failed`.
+        pub state: String,
+        /// The Message-ID it was (or will be) sent with.
+        pub message_id: Option<String>,
+        /// Why it failed, or the last transient error.
+        pub error: Option<String>,
+        /// How many times sending was tried.
+        pub attempts: i64,
+        /// When it was stored.
+        pub created_at: i64,
+        /// When its state last changed.
+        pub updated_at: i64,
+    }
 }
 
 /// The states an outbox row can be in, in the order they follow each other.

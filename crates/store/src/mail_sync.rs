@@ -12,24 +12,26 @@
 use crate::mail::{MailItemRow, item_select, user_id};
 use crate::{Store, StoreError, normalize_email, now_ms, on_pool, to_db_u64};
 
-/// A change a device asked for, waiting to be applied to the mailbox.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct MailChangeRow {
-    /// The queue entry's id, for [`Store::finish_mail_change`] and
-    /// [`Store::retry_mail_change`].
-    pub id: i64,
-    /// The user whose mailbox it changes.
-    pub email: String,
-    /// The message it changes.
-    pub ref_id: i64,
-    /// The encoded change, as given to [`Store::enqueue_mail_change`].
-    pub change: Vec<u8>,
-    /// When it was queued (unix ms).
-    pub created_at: i64,
-    /// How many times applying it failed.
-    pub attempts: i64,
-    /// Why applying it last failed.
-    pub last_error: Option<String>,
+crate::row_struct! {
+    /// A change a device asked for, waiting to be applied to the mailbox.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct MailChangeRow {
+        /// The queue entry's id, for [`Store::finish_mail_change`] and
+        /// [`Store::retry_mail_change`].
+        pub id: i64,
+        /// The user whose mailbox it changes.
+        pub email: String,
+        /// The message it changes.
+        pub ref_id: i64,
+        /// The encoded change, as given to [`Store::enqueue_mail_change`].
+        pub change: Vec<u8>,
+        /// When it was queued (unix ms).
+        pub created_at: i64,
+        /// How many times applying it failed.
+        pub attempts: i64,
+        /// Why applying it last failed.
+        pub last_error: Option<String>,
+    }
 }
 
 impl Store {

@@ -312,16 +312,17 @@ pub(crate) fn pin_from_db(v: i64) -> Result<u32, StoreError> {
     to_u32("devices.pin", v)
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct UserRow {
-    email: String,
-    display_name: Option<String>,
-    status: String,
-    status_reason: Option<String>,
-    status_at: i64,
-    created_at: i64,
-    has_activation: bool,
-    directory_id: Option<String>,
+crate::row_struct! {
+    pub(crate) struct UserRow {
+        email: String,
+        display_name: Option<String>,
+        status: String,
+        status_reason: Option<String>,
+        status_at: i64,
+        created_at: i64,
+        has_activation: bool,
+        directory_id: Option<String>,
+    }
 }
 
 impl TryFrom<UserRow> for User {
@@ -341,11 +342,12 @@ impl TryFrom<UserRow> for User {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct StatusRow {
-    status: String,
-    reason: Option<String>,
-    at: i64,
+crate::row_struct! {
+    pub(crate) struct StatusRow {
+        status: String,
+        reason: Option<String>,
+        at: i64,
+    }
 }
 
 impl TryFrom<StatusRow> for StatusEvent {
@@ -360,13 +362,14 @@ impl TryFrom<StatusRow> for StatusEvent {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct ActivationRow {
-    record: Vec<u8>,
-    expires_at: i64,
-    failed_attempts: i64,
-    max_attempts: i64,
-    created_at: i64,
+crate::row_struct! {
+    pub(crate) struct ActivationRow {
+        record: Vec<u8>,
+        expires_at: i64,
+        failed_attempts: i64,
+        max_attempts: i64,
+        created_at: i64,
+    }
 }
 
 impl TryFrom<ActivationRow> for Activation {
@@ -383,17 +386,18 @@ impl TryFrom<ActivationRow> for Activation {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct DeviceRow {
-    email: String,
-    pin: i64,
-    identity_key: Vec<u8>,
-    master_key: Vec<u8>,
-    key_generation: i64,
-    tx_seq_reserved: i64,
-    rx_seq_highest: i64,
-    activated_at: i64,
-    last_seen: Option<i64>,
+crate::row_struct! {
+    pub(crate) struct DeviceRow {
+        email: String,
+        pin: i64,
+        identity_key: Vec<u8>,
+        master_key: Vec<u8>,
+        key_generation: i64,
+        tx_seq_reserved: i64,
+        rx_seq_highest: i64,
+        activated_at: i64,
+        last_seen: Option<i64>,
+    }
 }
 
 impl TryFrom<DeviceRow> for Device {
@@ -414,12 +418,13 @@ impl TryFrom<DeviceRow> for Device {
     }
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct ServerIdentityRow {
-    srp_id: i64,
-    srp_key: String,
-    relay_addr: String,
-    relay_fingerprint: Option<String>,
+crate::row_struct! {
+    pub(crate) struct ServerIdentityRow {
+        srp_id: i64,
+        srp_key: String,
+        relay_addr: String,
+        relay_fingerprint: Option<String>,
+    }
 }
 
 impl TryFrom<ServerIdentityRow> for ServerIdentity {

@@ -39,38 +39,42 @@ pub struct SyncCandidates {
     pub groups: Vec<(String, Vec<SyncSetting>)>,
 }
 
-/// What the server knows of one record.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct SyncRecordRow {
-    /// Its UID.
-    pub uid: String,
-    /// Its CalDAV/CardDAV resource (None: not on the server).
-    pub href: Option<String>,
-    /// The version of it on the server (None: not on the server).
-    pub etag: Option<String>,
-    /// The version the device holds (None: the device lacks it).
-    pub device_etag: Option<String>,
-    /// When the server first saw `etag` (unix ms).
-    pub server_seen_at: i64,
-    /// The record's own change time (LAST-MODIFIED, REV), unix ms.
-    pub modified_ms: Option<i64>,
+crate::row_struct! {
+    /// What the server knows of one record.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct SyncRecordRow {
+        /// Its UID.
+        pub uid: String,
+        /// Its CalDAV/CardDAV resource (None: not on the server).
+        pub href: Option<String>,
+        /// The version of it on the server (None: not on the server).
+        pub etag: Option<String>,
+        /// The version the device holds (None: the device lacks it).
+        pub device_etag: Option<String>,
+        /// When the server first saw `etag` (unix ms).
+        pub server_seen_at: i64,
+        /// The record's own change time (LAST-MODIFIED, REV), unix ms.
+        pub modified_ms: Option<i64>,
+    }
 }
 
-/// A record that could not be synchronized.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct SyncProblem {
-    /// Its number.
-    pub id: i64,
-    /// The database.
-    pub database: String,
-    /// The record's UID or CalDAV/CardDAV href.
-    pub item: String,
-    /// `server` (on the CalDAV/CardDAV server) or `device`.
-    pub side: String,
-    /// What is wrong.
-    pub detail: String,
-    /// When (unix ms).
-    pub at: i64,
+crate::row_struct! {
+    /// A record that could not be synchronized.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct SyncProblem {
+        /// Its number.
+        pub id: i64,
+        /// The database.
+        pub database: String,
+        /// The record's UID or CalDAV/CardDAV href.
+        pub item: String,
+        /// `server` (on the CalDAV/CardDAV server) or `device`.
+        pub side: String,
+        /// What is wrong.
+        pub detail: String,
+        /// When (unix ms).
+        pub at: i64,
+    }
 }
 
 /// The newest wireless backup of a user's device.

@@ -197,55 +197,59 @@ fn check_folder(folder: &str) -> Result<&str, String> {
     Ok(f)
 }
 
-#[derive(sqlx::FromRow)]
-struct MessageRow {
-    ref_id: i64,
-    item: Vec<u8>,
-    received_ms: i64,
-    folder: String,
-    seen: bool,
-    flagged: bool,
-    deleted: bool,
-    priority: bool,
-    body: String,
-    text_total: i64,
-    truncated: bool,
+crate::row_struct! {
+    struct MessageRow {
+        ref_id: i64,
+        item: Vec<u8>,
+        received_ms: i64,
+        folder: String,
+        seen: bool,
+        flagged: bool,
+        deleted: bool,
+        priority: bool,
+        body: String,
+        text_total: i64,
+        truncated: bool,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct SummaryRow {
-    ref_id: i64,
-    sender: String,
-    subject: String,
-    date_ms: i64,
-    received_ms: i64,
-    folder: String,
-    seen: bool,
-    flagged: bool,
-    priority: bool,
-    attachments: i64,
-    body_len: i64,
-    text_total: i64,
-    truncated: bool,
+crate::row_struct! {
+    struct SummaryRow {
+        ref_id: i64,
+        sender: String,
+        subject: String,
+        date_ms: i64,
+        received_ms: i64,
+        folder: String,
+        seen: bool,
+        flagged: bool,
+        priority: bool,
+        attachments: i64,
+        body_len: i64,
+        text_total: i64,
+        truncated: bool,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct OutboxRow {
-    client_id: i64,
-    submit: Vec<u8>,
-    state: String,
-    message: String,
-    message_id: String,
-    created_ms: i64,
-    updated_ms: i64,
+crate::row_struct! {
+    struct OutboxRow {
+        client_id: i64,
+        submit: Vec<u8>,
+        state: String,
+        message: String,
+        message_id: String,
+        created_ms: i64,
+        updated_ms: i64,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct AttachmentRow {
-    name: String,
-    content_type: String,
-    total: i64,
-    received: i64,
+crate::row_struct! {
+    struct AttachmentRow {
+        name: String,
+        content_type: String,
+        total: i64,
+        received: i64,
+    }
 }
 
 /// Whether a message holding `have` bytes of a `total`-byte text can fetch more.

@@ -250,18 +250,19 @@ impl std::fmt::Debug for OrganizerStore {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    db: String,
-    uid: String,
-    data: String,
-    version: Option<String>,
-    state: String,
-    modified_ms: i64,
-    detail: Option<String>,
-    batch_id: Option<i64>,
-    revision: i64,
-    sent_revision: Option<i64>,
+crate::row_struct! {
+    struct Row {
+        db: String,
+        uid: String,
+        data: String,
+        version: Option<String>,
+        state: String,
+        modified_ms: i64,
+        detail: Option<String>,
+        batch_id: Option<i64>,
+        revision: i64,
+        sent_revision: Option<i64>,
+    }
 }
 
 /// A record as the sync code sees it: the entry and the batch it is on its way in.
