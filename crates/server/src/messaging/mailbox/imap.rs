@@ -563,6 +563,9 @@ fn uid_set(uids: impl IntoIterator<Item = u32>) -> String {
 /// Looks at the mailbox again, at most this many times in a row, when responses announced
 /// changes while it was being looked at.
 const MAX_EXTRA_LOOKS: u32 = 3;
+/// When the mailbox still announced changes after [`MAX_EXTRA_LOOKS`], the next look comes
+/// after this at the latest: IDLE does not announce again what was announced already.
+const SETTLE: Duration = Duration::from_secs(1);
 /// At most this many UIDs per `UID FETCH` of sizes and structures.
 const FETCH_CHUNK: usize = 256;
 
@@ -607,6 +610,9 @@ struct Reconcile {
 enum Wake {
     /// Something changed, or the IDLE timed out: look at the mailbox.
     Look(Session),
+    /// Something was announced as the IDLE started, before it was waited on: look at the
+    /// mailbox.
+    Early(Session),
     /// The watcher is to stop.
     Stop(Session),
 }
@@ -683,7 +689,12 @@ impl Watcher {
         self.resume_push(&info).await;
         tracing::debug!(mailbox = %self.cx.email, ?info, "IMAP INBOX selected");
         let mut extra_looks = 0;
+        // An IDLE may end at once on what came in as it started (once per real wake-up, so
+        // a server that announces something at every IDLE cannot keep the watcher looking).
+        let mut early_wake = true;
         loop {
+            // The look covers what was announced before it starts.
+            while session.unsolicited_responses.try_recv().is_ok() {}
             if !self.sync(&mut session, info.uidplus).await? {
                 logout(session).await;
                 return Ok(());
@@ -692,7 +703,8 @@ impl Watcher {
             // Unsolicited EXISTS/EXPUNGE/FETCH that came in while we looked: what they announce
             // may be newer than the look (a message that arrived, or was moved away, meanwhile),
             // and IDLE would not announce it again: look once more before going idle. Our own
-            // commands cause some of them, so this is bounded.
+            // commands cause some of them, so this is bounded, and past the bound the next
+            // look comes after SETTLE instead of whenever IDLE wakes next.
             let mut announced = 0;
             while session.unsolicited_responses.try_recv().is_ok() {
                 announced += 1;
@@ -701,6 +713,12 @@ impl Watcher {
                 extra_looks += 1;
                 continue;
             }
+            let wait = if announced > 0 {
+                tracing::debug!(mailbox = %self.cx.email, "INBOX is still changing after {MAX_EXTRA_LOOKS} more looks: looking again within {SETTLE:?}");
+                SETTLE.min(self.cfg.idle_timeout)
+            } else {
+                self.cfg.idle_timeout
+            };
             extra_looks = 0;
             if self.failures > 0 {
                 tracing::info!(mailbox = %self.cx.email, "IMAP watcher back after {} failed attempts", self.failures);
@@ -709,8 +727,15 @@ impl Watcher {
             self.backoff.reset();
             self.cx.set_state(WatcherState::Watching);
             if info.idle {
-                match self.idle(session).await? {
-                    Wake::Look(s) => session = s,
+                match self.idle(session, wait, early_wake).await? {
+                    Wake::Look(s) => {
+                        session = s;
+                        early_wake = true;
+                    }
+                    Wake::Early(s) => {
+                        session = s;
+                        early_wake = false;
+                    }
                     Wake::Stop(s) => {
                         logout(s).await;
                         return Ok(());
@@ -718,7 +743,7 @@ impl Watcher {
                 }
             } else {
                 tokio::select! {
-                    () = tokio::time::sleep(self.cfg.poll_interval) => {}
+                    () = tokio::time::sleep(self.cfg.poll_interval.min(wait)) => {}
                     () = self.cx.cancel.cancelled() => {
                         logout(session).await;
                         return Ok(());
@@ -775,15 +800,31 @@ impl Watcher {
     }
 
     /// IDLE until something changes, the IDLE times out, or the watcher is cancelled.
-    async fn idle(&mut self, session: Session) -> Result<Wake, ImapError> {
+    ///
+    /// `timeout`: the longest wait. `early`: end at once when a change was announced while
+    /// the IDLE started (before the server's `+ idling`, or between the last look and the
+    /// IDLE): the client library passes those on to the unsolicited channel, not to the wait,
+    /// which would sleep through them.
+    async fn idle(
+        &mut self,
+        session: Session,
+        timeout: Duration,
+        early: bool,
+    ) -> Result<Wake, ImapError> {
         let cfg = self.cfg.clone();
         let email = self.cx.email.clone();
+        let unsolicited = session.unsolicited_responses.clone();
         let mut handle = session.idle();
         timed(&cfg, &email, "IDLE", handle.init()).await?;
+        if early && !unsolicited.is_empty() {
+            tracing::trace!(mailbox = %email, "a change was announced as IDLE started");
+            let session = timed(&cfg, &email, "DONE", handle.done()).await?;
+            return Ok(Wake::Early(session));
+        }
         let stop = {
-            let (wait, _interrupt) = handle.wait_with_timeout(cfg.idle_timeout);
+            let (wait, _interrupt) = handle.wait_with_timeout(timeout);
             tokio::select! {
-                r = tokio::time::timeout(cfg.idle_timeout, wait) => {
+                r = tokio::time::timeout(timeout, wait) => {
                     match r {
                         Ok(Ok(response)) => tracing::trace!(mailbox = %email, ?response, "IDLE woke"),
                         Ok(Err(e)) => return Err(ImapError::Protocol {
