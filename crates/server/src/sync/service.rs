@@ -268,7 +268,9 @@ struct Slow {
     /// Device batches of a database not reached yet.
     buffered: Vec<schema::OrganizerBatch>,
     counts: HashMap<Database, schema::DatabaseCount>,
-    started: Instant,
+    /// When it last moved (started, took a batch of the device's, went on to a database):
+    /// a slow sync of many records on a slow server is not a stalled one.
+    moved: Instant,
 }
 
 /// Why a step could not be taken.
@@ -832,8 +834,9 @@ impl Worker {
     async fn poll(&mut self, pin: Pin) -> Result<(), SyncError> {
         if let Some(slow) = &self.slow {
             // Stalled (the device went away mid-way): it asks again on its next activation.
-            if slow.started.elapsed() > self.ctx.cfg.retry_after * 10 {
-                tracing::warn!(user = %self.email, "a slow synchronization stalled and was given up");
+            let idle = slow.moved.elapsed();
+            if idle > self.ctx.cfg.retry_after * 10 {
+                tracing::warn!(user = %self.email, "a slow synchronization stalled (nothing from the device for {}) and was given up; the device asks for it again when it next activates", humantime::format_duration(Duration::from_secs(idle.as_secs())));
                 self.slow = None;
             }
             return Ok(());
@@ -881,6 +884,9 @@ impl Worker {
                 .await;
         };
         if b.slow {
+            if let Some(s) = self.slow.as_mut().filter(|s| s.pin == pin) {
+                s.moved = Instant::now();
+            }
             let waiting = self.slow.as_ref().map(|s| (s.pin, s.current));
             match waiting {
                 Some((p, Some(current))) if p == pin && current == db => {}
@@ -1295,7 +1301,7 @@ impl Worker {
             prefetched: HashMap::new(),
             buffered: Vec::new(),
             counts: HashMap::new(),
-            started: Instant::now(),
+            moved: Instant::now(),
         });
         self.advance(pin).await
     }
@@ -1310,6 +1316,7 @@ impl Worker {
                 return self.finish(pin).await;
             };
             slow.current = Some(db);
+            slow.moved = Instant::now();
             let takes_device = !slow.overwrite
                 && slow
                     .settings
@@ -1320,6 +1327,8 @@ impl Worker {
                 let Some(slow) = self.slow.as_mut() else {
                     return Ok(());
                 };
+                // the listing of a large collection is no stall either
+                slow.moved = Instant::now();
                 slow.prefetched = prefetched;
                 let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut slow.buffered)
                     .into_iter()

@@ -584,6 +584,7 @@ async fn a_replacement_device_gets_the_backup_and_overwrite_drops_what_it_held()
 
 #[tokio::test]
 async fn ten_thousand_contacts_reach_the_device() -> Result {
+    let logs = crate::support::init_logs();
     let w = world().await?;
     let email = "erin@example.com";
     w.site.user(email, None).await?;
@@ -606,7 +607,27 @@ async fn ten_thousand_contacts_reach_the_device() -> Result {
         .list(Database::Contacts)
         .await?
         .len();
-    assert_eq!(n, 10_000);
+    if n != 10_000 {
+        // Say how the activation went: its timeline, the server's view, and what the server
+        // logged about this user's activation and synchronization.
+        let user = w
+            .site
+            .api(Method::GET, &format!("/users/{email}"), None)
+            .await?;
+        let logged = String::from_utf8_lossy(&logs.lock().map(|l| l.clone()).unwrap_or_default())
+            .lines()
+            .filter(|l| l.contains(email) && !l.contains("TRACE"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(format!(
+            "{n} of 10,000 contacts on the device after the activation\n\
+             timeline: {:#}\nsync: {:#}\nlogged:\n{logged}",
+            user["history"],
+            sync_view(&w, email).await?
+        )
+        .into());
+    }
     // The server hears the device holds every one (its answers arrive just after).
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
