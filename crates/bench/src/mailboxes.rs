@@ -48,6 +48,11 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
         messages: if opts.quick { 6 } else { 100 },
         rate: if opts.quick { 6.0 } else { 20.0 },
         at_once: sample,
+        arrival: if opts.quick {
+            push::QUICK_ARRIVAL_TIMEOUT
+        } else {
+            push::ARRIVAL_TIMEOUT
+        },
     };
     let max = sizes.iter().copied().max().unwrap_or(1);
     let stack = push::start_stack(max, max + 512).await?;
@@ -112,7 +117,7 @@ pub async fn run(opts: &Options) -> Result<Report, BenchError> {
             None,
         )
         .await?;
-        let floor = floor_hook.collect(&sent).await?;
+        let floor = floor_hook.collect(&sent, mail.arrival).await?;
         let hook = server
             .push_addr()
             .ok_or_else(|| BenchError::Setup("the server's push hook is not listening".into()))?;
