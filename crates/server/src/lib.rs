@@ -198,6 +198,13 @@ impl ServerHandle {
         self.watchers.as_ref().map_or((0, 0), |w| w.counts())
     }
 
+    /// The addresses whose mailboxes the messaging agent watches, in no order.
+    pub fn watched_mailboxes(&self) -> Vec<String> {
+        self.watchers
+            .as_ref()
+            .map_or_else(Vec::new, |w| w.watched())
+    }
+
     /// The server's SRP id.
     pub fn srp_id(&self) -> SrpId {
         self.srp
@@ -466,13 +473,9 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
 
     admin::access::seed(&store).await?;
     let directory = match &cfg.directory {
-        Some(d) => {
-            let service = Arc::new(directory::DirectoryService::new(
-                directory::Directory::new(d.clone()).map_err(ServerError::Config)?,
-            ));
-            tasks_extra.push(tokio::spawn(service.clone().run(store.clone())));
-            Some(service)
-        }
+        Some(d) => Some(Arc::new(directory::DirectoryService::new(
+            directory::Directory::new(d.clone()).map_err(ServerError::Config)?,
+        ))),
         None => None,
     };
     let admin = Arc::new(
@@ -486,8 +489,11 @@ pub async fn start(cfg: &ServerConfig, store: Store) -> Result<ServerHandle, Ser
         .with_credentials(credentials)
         .with_policy(policy_handle)
         .with_sync(sync_handle, cfg.sync.clone())
-        .with_directory(directory),
+        .with_directory(directory.clone()),
     );
+    if let Some(d) = directory {
+        tasks_extra.push(tokio::spawn(d.run(admin.user_services())));
+    }
     let listener =
         bramble_net::bind(cfg.admin.listen).map_err(|source| ServerError::AdminListen {
             addr: cfg.admin.listen,

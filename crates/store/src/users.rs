@@ -183,6 +183,60 @@ impl Store {
         Ok(())
     }
 
+    /// Gives a user a new address (their directory entry's changed, or an administrator
+    /// changed it), keeping everything that is theirs: device, mail, settings, history.
+    /// Their statistics follow them. Returns the user as now stored.
+    ///
+    /// What the running server holds by address (the mailbox watcher, a mailbox password
+    /// sealed to the address, the organizer worker) is the caller's to move.
+    ///
+    /// Errors: [`StoreError::InvalidEmail`] for the new address, [`StoreError::NoSuchUser`],
+    /// [`StoreError::UserExists`] when another user has the new address.
+    pub async fn change_user_email(
+        &self,
+        email: &str,
+        new_email: &str,
+    ) -> Result<User, StoreError> {
+        let email = normalize_email(email);
+        let new_email = validate_email(new_email)?;
+        if new_email != email {
+            on_pool!(self, pool, kind => {
+                let mut tx = pool.begin_with(begin_write(kind)).await?;
+                let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+                    .bind(&new_email)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if taken.is_some() {
+                    return Err(StoreError::UserExists { email: new_email });
+                }
+                let n = sqlx::query("UPDATE users SET email = $2 WHERE email = $1")
+                    .bind(&email)
+                    .bind(&new_email)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NoSuchUser { email });
+                }
+                // Statistics are kept by address; what an earlier holder of the new address
+                // left behind is not this user's.
+                sqlx::query("DELETE FROM statistics WHERE scope = $1")
+                    .bind(&new_email)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE statistics SET scope = $2 WHERE scope = $1")
+                    .bind(&email)
+                    .bind(&new_email)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            });
+        }
+        self.user(&new_email)
+            .await?
+            .ok_or(StoreError::NoSuchUser { email: new_email })
+    }
+
     /// The user with this address (any case), if there is one.
     pub async fn user(&self, email: &str) -> Result<Option<User>, StoreError> {
         let email = normalize_email(email);

@@ -71,15 +71,37 @@ fn render_report(r: &SyncReport) -> String {
             .collect();
         out.push_str(&aligned("  ", &rows));
     }
+    if !r.readdressed.is_empty() {
+        out.push_str(
+            "Addresses changed (the device, mail and settings moved with them; their phones \
+             get their service books again):\n",
+        );
+        let rows: Vec<Vec<String>> = r
+            .readdressed
+            .iter()
+            .map(|c| vec![name(&c.from), "->".into(), c.email.clone()])
+            .collect();
+        out.push_str(&aligned("  ", &rows));
+    }
     if !r.address_changed.is_empty() {
         out.push_str(
-            "The directory gives these users another mail address (their login and the \
-             phone's address stay until you move them):\n",
+            "The directory gives these users another mail address, not applied (change it \
+             with bramble admin user edit EMAIL --email NEW):\n",
         );
         let rows: Vec<Vec<String>> = r
             .address_changed
             .iter()
-            .map(|c| vec![c.email.clone(), "->".into(), name(&c.to)])
+            .map(|c| {
+                vec![
+                    c.email.clone(),
+                    "->".into(),
+                    name(&c.to),
+                    c.reason
+                        .as_deref()
+                        .map(|x| format!("({x})"))
+                        .unwrap_or_default(),
+                ]
+            })
             .collect();
         out.push_str(&aligned("  ", &rows));
     }

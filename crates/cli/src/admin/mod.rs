@@ -229,6 +229,17 @@ enum UserCmd {
     List,
     /// Show one user: status, its timeline, the device.
     Show { email: String },
+    /// Change a user's address (their device, mail and settings stay theirs; the phone gets
+    /// its service books again) or display name.
+    Edit {
+        email: String,
+        /// The new address.
+        #[arg(long = "email", value_name = "NEW")]
+        new_email: Option<String>,
+        /// The new name to show ("" removes it).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Delete a user and their device.
     Delete { email: String },
     /// Set the user's own mailbox password, for a server without a service account
@@ -719,6 +730,33 @@ impl Client {
         self.call(Method::GET, &format!("/users/{}", encode(email)), None)
             .await?
             .context("empty answer")
+    }
+
+    /// `PATCH /users/{email}`: a new address, a new display name ("" removes it).
+    pub async fn edit_user(
+        &self,
+        email: &str,
+        new_email: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<UserView> {
+        let mut body = serde_json::json!({});
+        if let Some(e) = new_email {
+            body["email"] = e.into();
+        }
+        if let Some(n) = name {
+            body["display_name"] = if n.is_empty() {
+                serde_json::Value::Null
+            } else {
+                n.into()
+            };
+        }
+        self.call(
+            Method::PATCH,
+            &format!("/users/{}", encode(email)),
+            Some(body),
+        )
+        .await?
+        .context("empty answer")
     }
 
     /// `DELETE /users/{email}`.
@@ -1253,6 +1291,34 @@ pub async fn run(args: Args) -> Result<()> {
                 println!(
                     "Mailbox password set for {email}; the server logs in to the mailbox with it now."
                 );
+            }
+            UserCmd::Edit {
+                email,
+                new_email,
+                name,
+            } => {
+                if new_email.is_none() && name.is_none() {
+                    bail!("nothing to change: give --email NEW or --name NAME");
+                }
+                let u = client
+                    .edit_user(&email, new_email.as_deref(), name.as_deref())
+                    .await?;
+                if args.json {
+                    return output::json(&u);
+                }
+                if u.email != email.trim().to_lowercase() {
+                    println!(
+                        "{email} is now {}; an activated phone is sent its service books again.",
+                        u.email
+                    );
+                }
+                if name.is_some() {
+                    println!(
+                        "{} is shown as {}.",
+                        u.email,
+                        u.display_name.as_deref().unwrap_or("(no name)")
+                    );
+                }
             }
             UserCmd::Delete { email } => {
                 client.delete_user(&email).await?;

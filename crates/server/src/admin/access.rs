@@ -95,6 +95,7 @@ permissions! {
     ResendData = "device.resend", "Resend data to devices: IT policy, service books, keys";
     LockDevice = "device.lock", "Lock devices and set their passwords";
     DeleteDeviceData = "device.wipe", "Delete device data: wipe, remove the organization's data";
+    RoleView = "role.view", "View administrator accounts, roles and their assignments";
     AssignRoles = "role.assign", "Manage administrator accounts and roles, and assign roles";
     ViewAudit = "audit.view", "View and export the audit log";
     ServerView = "server.view", "View the server's status and components";
@@ -120,7 +121,10 @@ pub struct Preset {
     pub permissions: &'static [Permission],
 }
 
+/// Enterprise Administrator's: everything but managing accounts and roles (BES: it "can only
+/// view role assignments").
 const ALL_BUT_ROLES: &[Permission] = &[
+    P::RoleView,
     P::PolicyView,
     P::PolicyCreate,
     P::PolicyEdit,
@@ -154,19 +158,21 @@ pub const PRESETS: [Preset; 6] = [
     },
     Preset {
         name: "Enterprise Administrator",
-        description: "Everything except administrator accounts, roles and their assignment",
+        description: "Everything except managing administrator accounts and roles and \
+                      assigning roles, which it may only view",
         permissions: ALL_BUT_ROLES,
     },
     Preset {
         name: "Senior Helpdesk Administrator",
-        description: "Users and their devices, including deleting device data; \
-                      views IT policies, software and groups",
+        description: "Users and their devices, including deleting device data; creates and \
+                      edits groups; views IT policies and software",
         permissions: &[
             P::UserView,
             P::UserCreate,
             P::UserEdit,
             P::UserDelete,
             P::GroupView,
+            P::GroupCreate,
             P::GroupEdit,
             P::PolicyView,
             P::SoftwareView,
@@ -198,8 +204,18 @@ pub const PRESETS: [Preset; 6] = [
     },
     Preset {
         name: "User Only Administrator",
-        description: "Creates, edits and deletes users only; no devices, policies or servers",
-        permissions: &[P::UserView, P::UserCreate, P::UserEdit, P::UserDelete],
+        description: "Creates, edits and deletes users and groups only; no devices, \
+                      policies or servers",
+        permissions: &[
+            P::UserView,
+            P::UserCreate,
+            P::UserEdit,
+            P::UserDelete,
+            P::GroupView,
+            P::GroupCreate,
+            P::GroupEdit,
+            P::GroupDelete,
+        ],
     },
 ];
 
@@ -282,6 +298,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     ep(GET, "/users", Perm(P::UserView), "List users", N),
     ep(POST, "/users", Perm(P::UserCreate), "Add user", B("email")),
     ep(GET, "/users/{email}", Perm(P::UserView), "View user", T("email")),
+    ep(PATCH, "/users/{email}", Perm(P::UserEdit), "Edit user", T("email")),
     ep(DELETE, "/users/{email}", Perm(P::UserDelete), "Delete user", T("email")),
     ep(PUT, "/users/{email}/mail-password", Perm(P::UserEdit), "Set mailbox password", T("email")),
     ep(GET, "/users/{email}/mail-settings", Perm(P::UserView), "View mail settings", T("email")),
@@ -348,14 +365,14 @@ pub static ENDPOINTS: &[Endpoint] = &[
     ep(DELETE, "/software/configs/{name}/apps/{app}", Perm(P::SoftwareEdit), "Remove application from software configuration", Target::Path2("name", "app")),
     ep(GET, "/software/jobs", Perm(P::SoftwareView), "List software deployment jobs", N),
     // administrators and roles
-    ep(GET, "/roles", Perm(P::AssignRoles), "List roles", N),
+    ep(GET, "/roles", Perm(P::RoleView), "List roles", N),
     ep(POST, "/roles", Perm(P::AssignRoles), "Create role", B("name")),
-    ep(GET, "/roles/{name}", Perm(P::AssignRoles), "View role", T("name")),
+    ep(GET, "/roles/{name}", Perm(P::RoleView), "View role", T("name")),
     ep(PATCH, "/roles/{name}", Perm(P::AssignRoles), "Edit role", T("name")),
     ep(DELETE, "/roles/{name}", Perm(P::AssignRoles), "Delete role", T("name")),
-    ep(GET, "/accounts", Perm(P::AssignRoles), "List administrators", N),
+    ep(GET, "/accounts", Perm(P::RoleView), "List administrators", N),
     ep(POST, "/accounts", Perm(P::AssignRoles), "Add administrator", B("name")),
-    ep(GET, "/accounts/{name}", Perm(P::AssignRoles), "View administrator", T("name")),
+    ep(GET, "/accounts/{name}", Perm(P::RoleView), "View administrator", T("name")),
     ep(PATCH, "/accounts/{name}", Perm(P::AssignRoles), "Edit administrator", T("name")),
     ep(DELETE, "/accounts/{name}", Perm(P::AssignRoles), "Delete administrator", T("name")),
     ep(PUT, "/accounts/{name}/password", Perm(P::AssignRoles), "Set administrator password", T("name")),

@@ -33,7 +33,10 @@ pub fn app(state: Arc<AdminState>) -> Router {
     let api = Router::new()
         .route("/status", get(status))
         .route("/users", get(list_users).post(add_user))
-        .route("/users/{email}", get(show_user).delete(delete_user))
+        .route(
+            "/users/{email}",
+            get(show_user).patch(edit_user).delete(delete_user),
+        )
         .route(
             "/users/{email}/mail-password",
             axum::routing::put(set_mail_password),
@@ -517,6 +520,69 @@ async fn show_user(
     v.mail = Some(stats);
     super::policy_api::user_extras(&state, &mut v).await?;
     Ok(Json(v))
+}
+
+/// `PATCH /users/{email}`: what to change; what is left out stays.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UserEdit {
+    /// A new address: the user keeps their device, mail, settings and history; their mailbox
+    /// is watched under the new address and an activated phone gets its service books again.
+    #[serde(default)]
+    email: Option<String>,
+    /// A new display name (at most 256 bytes); `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    display_name: Option<Option<String>>,
+}
+
+#[utoipa::path(
+    patch, path = "/api/v1/users/{email}", tag = "users", operation_id = "edit_user",
+    summary = "Change a user's address or display name",
+    params(("email" = String, Path, description = "The user's email address.")),
+    request_body = UserEdit,
+    responses(
+        (status = 200, description = "The user, changed.", body = UserView), (status = 400, description = "The request is malformed or a value is refused.", body = ApiErrorBody), (status = 401, description = "No valid administration token.", body = ApiErrorBody), (status = 404, description = "No such user.", body = ApiErrorBody),
+        (status = 409, description = "Another user has the new address.", body = ApiErrorBody),
+    )
+)]
+async fn edit_user(
+    State(state): State<Arc<AdminState>>,
+    axum::Extension(caller): axum::Extension<super::access::Caller>,
+    ApiPath(email): ApiPath<String>,
+    ApiJson(edit): ApiJson<UserEdit>,
+) -> Result<Json<UserView>, ApiError> {
+    if let Some(Some(n)) = &edit.display_name
+        && (n.len() > 256 || n.chars().any(char::is_control))
+    {
+        return Err(super::error::bad(
+            "a display name has at most 256 bytes and no control characters",
+        ));
+    }
+    let mut u = state
+        .store
+        .user(&email)
+        .await?
+        .ok_or_else(|| ApiError::no_user(&email))?;
+    if let Some(new) = &edit.email {
+        u = state
+            .user_services()
+            .change_email(&u.email, new, Some(&caller.account))
+            .await?;
+    }
+    if let Some(name) = &edit.display_name {
+        state
+            .store
+            .set_display_name(&u.email, name.as_deref())
+            .await?;
+    }
+    let u = state
+        .store
+        .user(&u.email)
+        .await?
+        .ok_or_else(|| ApiError::no_user(&email))?;
+    let history = state.store.status_history(&u.email).await?;
+    Ok(Json(view(&state, u, history).await?))
 }
 
 #[utoipa::path(

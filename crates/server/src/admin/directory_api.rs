@@ -341,11 +341,13 @@ async fn import(
 )]
 async fn sync(State(state): Api) -> Result<(Extension<AuditNote>, Json<SyncReport>), ApiError> {
     let d = service(&state)?;
-    let report = d.sync_now(&state.store).await?;
+    let report = d.sync_now(&state.user_services()).await?;
     let note = format!(
-        "{} checked, {} renamed, {} with a new address, {} gone from the directory",
+        "{} checked, {} renamed, {} given their new address, {} with a new address not applied, \
+         {} gone from the directory",
         report.checked,
         report.renamed.len(),
+        report.readdressed.len(),
         report.address_changed.len(),
         report.missing.len()
     );

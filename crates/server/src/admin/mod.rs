@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod pages;
 mod policy_api;
 mod sync_api;
+mod users;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use bramble_store::Store;
 
 pub use api::{ActivationPasswordView, ClientFile, ComponentView, StatusView, UserView};
 pub use error::ApiError;
+pub use users::UserServices;
 
 use crate::router::Router;
 use crate::{ServerConfig, ServerError};

@@ -113,6 +113,7 @@ fn healthz() {}
         api::list_users,
         api::add_user,
         api::show_user,
+        api::edit_user,
         api::delete_user,
         api::set_mail_password,
         api::show_mail_settings,

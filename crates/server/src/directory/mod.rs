@@ -1,6 +1,8 @@
 //! The directory import (seed 002's BlackBerry MailStore service): users are found in the
 //! company's LDAP directory by name or mail address and added from it, and a periodic
-//! synchronization keeps their names and addresses in step with the directory.
+//! synchronization keeps their names and addresses in step with the directory (a new address
+//! through [`crate::admin::UserServices::change_email`], which moves what the running server
+//! holds by address).
 //!
 //! Each user added from the directory keeps the entry's stable identifier (`entryUUID` by
 //! default; `objectGUID` on Active Directory), so a renamed or re-addressed entry is still the
@@ -23,7 +25,9 @@ use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchOptions};
 use serde::{Deserialize, Serialize};
 
-use bramble_store::{Store, StoreError, User};
+use bramble_store::{StoreError, User};
+
+use crate::admin::UserServices;
 
 pub mod entry;
 
@@ -75,6 +79,16 @@ pub struct DirectoryConfig {
     /// Most entries one synchronization reads. Default 100000.
     #[serde(default = "default_sync_limit")]
     pub sync_limit: u32,
+    /// Whether a synchronization gives a user the new address their entry now has (their
+    /// device, mail and settings stay theirs; the mailbox is watched under the new address
+    /// and the phone gets its service books again). Default true; false: changed addresses
+    /// are only reported, for an administrator to apply with `PATCH /users/{email}`.
+    #[serde(default = "default_true")]
+    pub follow_address_changes: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_filter() -> String {
@@ -445,9 +459,11 @@ pub struct SyncReport {
     pub checked: u32,
     /// Names changed to follow the directory.
     pub renamed: Vec<Change>,
-    /// Users whose entry now gives another mail address: the address of a user is their
-    /// login to the mail server and the phone's, so it is shown here for the administrator
-    /// to act on, never changed behind their back.
+    /// Addresses changed to follow the directory (`email` is the new one).
+    pub readdressed: Vec<Change>,
+    /// Users whose entry now gives another mail address that was not applied: with
+    /// `follow_address_changes = false`, or when another user has that address already
+    /// (`reason` says which).
     pub address_changed: Vec<Change>,
     /// Users whose entry is gone from the directory (kept; delete them if they left).
     pub missing: Vec<String>,
@@ -465,14 +481,25 @@ pub struct Change {
     pub from: Option<String>,
     /// What the directory says.
     pub to: Option<String>,
+    /// Why it was not applied, for a change only reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
-/// Brings the names of the users added from the directory in step with their entries, and
-/// reports changed addresses and entries that are gone.
+/// The audit log's actor for what a synchronization changes.
+pub const SYNC_ACTOR: &str = "directory synchronization";
+
+/// Brings the names and addresses of the users added from the directory in step with their
+/// entries (addresses only with `follow_address_changes`), and reports entries that are
+/// gone. Each change is written to the audit log.
 ///
 /// # Errors
 /// When the directory cannot be read (nothing is changed then) or the database fails.
-pub async fn synchronize(store: &Store, dir: &Directory) -> Result<SyncReport, DirectoryError> {
+pub async fn synchronize(
+    users_svc: &UserServices,
+    dir: &Directory,
+) -> Result<SyncReport, DirectoryError> {
+    let store = &users_svc.store;
     let users: Vec<User> = store
         .list_users()
         .await?
@@ -499,27 +526,75 @@ pub async fn synchronize(store: &Store, dir: &Directory) -> Result<SyncReport, D
                 .set_display_name(&u.email, entry.name.as_deref())
                 .await
             {
-                Ok(()) => report.renamed.push(Change {
-                    email: u.email.clone(),
-                    from: u.display_name.clone(),
-                    to: entry.name.clone(),
-                }),
+                Ok(()) => {
+                    let change = Change {
+                        email: u.email.clone(),
+                        from: u.display_name.clone(),
+                        to: entry.name.clone(),
+                        reason: None,
+                    };
+                    users_svc
+                        .audit_own(
+                            SYNC_ACTOR,
+                            "Rename user",
+                            &u.email,
+                            format!(
+                                "display name {} -> {}",
+                                change.from.as_deref().unwrap_or("(none)"),
+                                change.to.as_deref().unwrap_or("(none)")
+                            ),
+                        )
+                        .await;
+                    report.renamed.push(change);
+                }
                 // deleted meanwhile
                 Err(StoreError::NoSuchUser { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        if entry.mail.as_deref().is_some_and(|m| m != u.email) {
-            report.address_changed.push(Change {
-                email: u.email.clone(),
-                from: Some(u.email.clone()),
-                to: entry.mail.clone(),
-            });
+        let Some(mail) = entry.mail.as_deref().filter(|m| *m != u.email) else {
+            continue;
+        };
+        let mut change = Change {
+            email: u.email.clone(),
+            from: Some(u.email.clone()),
+            to: Some(mail.to_owned()),
+            reason: None,
+        };
+        if !dir.cfg.follow_address_changes {
+            change.reason = Some("follow_address_changes is off".into());
+            report.address_changed.push(change);
+            continue;
+        }
+        match users_svc.change_email(&u.email, mail, None).await {
+            Ok(now) => {
+                users_svc
+                    .audit_own(
+                        SYNC_ACTOR,
+                        "Change user address",
+                        &now.email,
+                        format!("address {} -> {}", u.email, now.email),
+                    )
+                    .await;
+                change.email = now.email;
+                report.readdressed.push(change);
+            }
+            Err(StoreError::UserExists { email }) => {
+                change.reason = Some(format!("another user has {email} already"));
+                report.address_changed.push(change);
+            }
+            Err(StoreError::InvalidEmail { .. }) => {
+                change.reason = Some("the directory's address is not a valid address".into());
+                report.address_changed.push(change);
+            }
+            Err(StoreError::NoSuchUser { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     tracing::info!(
         checked = report.checked,
         renamed = report.renamed.len(),
+        readdressed = report.readdressed.len(),
         address_changed = report.address_changed.len(),
         missing = report.missing.len(),
         "directory synchronized"
@@ -562,9 +637,9 @@ impl DirectoryService {
     ///
     /// # Errors
     /// As [`synchronize`].
-    pub async fn sync_now(&self, store: &Store) -> Result<SyncReport, DirectoryError> {
+    pub async fn sync_now(&self, users: &UserServices) -> Result<SyncReport, DirectoryError> {
         let _one = self.running.lock().await;
-        let result = synchronize(store, &self.dir).await;
+        let result = synchronize(users, &self.dir).await;
         let kept = match &result {
             Ok(r) => r.clone(),
             Err(e) => {
@@ -583,7 +658,7 @@ impl DirectoryService {
     }
 
     /// Synchronizes every `sync_interval` (never when it is zero); the task of `bramble serve`.
-    pub async fn run(self: std::sync::Arc<Self>, store: Store) {
+    pub async fn run(self: std::sync::Arc<Self>, users: UserServices) {
         let every = self.dir.cfg.sync_interval;
         if every.is_zero() {
             return;
@@ -591,7 +666,7 @@ impl DirectoryService {
         loop {
             tokio::time::sleep(every).await;
             // the error is in the report and the log
-            let _ = self.sync_now(&store).await;
+            let _ = self.sync_now(&users).await;
         }
     }
 }
@@ -615,6 +690,7 @@ mod tests {
             timeout: default_timeout(),
             sync_interval: default_interval(),
             sync_limit: default_sync_limit(),
+            follow_address_changes: true,
         }
     }
 

@@ -86,6 +86,21 @@ impl Credentials {
         Ok(())
     }
 
+    /// After a user's address changed from `old` to `new` in the store: the password kept for
+    /// them is sealed again to the new address (it is bound to the address it was sealed
+    /// for). Nothing happens for a user with no password kept.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn readdress(&self, store: &Store, old: &str, new: &str) -> Result<(), StoreError> {
+        let old = old.trim().to_lowercase();
+        let password = self.cache.write().ok().and_then(|mut c| c.remove(&old));
+        match password {
+            Some(pw) => self.set(store, new, &pw).await,
+            None => Ok(()),
+        }
+    }
+
     fn seal(&self, email: &str, password: &str) -> Result<Vec<u8>, StoreError> {
         self.key.seal(&aad(email), password.as_bytes())
     }

@@ -237,13 +237,31 @@ async fn people_are_found_added_activated_and_kept_in_step() -> Result {
     assert_eq!(report["renamed"][0]["email"], "alice@example.test");
     assert_eq!(report["renamed"][0]["from"], "Alice Example");
     assert_eq!(report["renamed"][0]["to"], "Alice Liddell");
-    assert_eq!(report["address_changed"][0]["to"], "liddell@example.test");
+    assert_eq!(report["readdressed"][0]["email"], "liddell@example.test");
+    assert_eq!(report["readdressed"][0]["from"], "alice@example.test");
+    assert_eq!(report["address_changed"], json!([]));
     assert_eq!(report["missing"], json!(["bob@example.test"]));
+    let (status, _, _) = call(&site, Method::GET, "/users/alice@example.test", None).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the old address is gone");
     let alice = site
-        .api(Method::GET, "/users/alice@example.test", None)
+        .api(Method::GET, "/users/liddell@example.test", None)
         .await?;
     assert_eq!(alice["display_name"], "Alice Liddell");
     assert_eq!(alice["status"], "Completed", "the device stays");
+    // the phone is sent its service books again, now naming the new address, and says so
+    let cmds = site
+        .api(Method::GET, "/commands?user=liddell@example.test", None)
+        .await?;
+    let books = cmds
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["command"] == "resend-service-books"))
+        .and_then(|c| c["id"].as_i64())
+        .ok_or_else(|| format!("no service books sent again: {cmds}"))?;
+    let c = crate::policy::until_state(&site, &mut phone, books, "done").await?;
+    assert!(
+        c["detail"].as_str().is_some_and(|d| d.contains("CMIME")),
+        "{c}"
+    );
     site.api(Method::GET, "/users/bob@example.test", None)
         .await
         .map_err(|e| format!("bob is kept when his entry is gone: {e}"))?;
@@ -258,9 +276,27 @@ async fn people_are_found_added_activated_and_kept_in_step() -> Result {
         "{text}"
     );
     assert!(
-        text.contains("2 checked, 1 renamed, 1 with a new address, 1 gone"),
+        text.contains(
+            "2 checked, 1 renamed, 1 given their new address, 0 with a new address not \
+             applied, 1 gone"
+        ),
         "{text}"
     );
+    let own = site
+        .api(
+            Method::GET,
+            "/audit?actor=directory%20synchronization",
+            None,
+        )
+        .await?;
+    let own = own.as_array().ok_or("audit is a list")?;
+    assert!(
+        own.iter().any(|e| e["action"] == "Change user address"
+            && e["target"] == "liddell@example.test"
+            && e["detail"] == "address alice@example.test -> liddell@example.test"),
+        "{own:?}"
+    );
+    assert!(own.iter().any(|e| e["action"] == "Rename user"), "{own:?}");
 
     // the directory goes down: an error that says so, nothing changed, the status shows it
     let mut ldap = ldap;
@@ -276,7 +312,7 @@ async fn people_are_found_added_activated_and_kept_in_step() -> Result {
     let (status, _, err) = call(&site, Method::GET, "/directory/search?q=a", None).await?;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{err}");
     let alice = site
-        .api(Method::GET, "/users/alice@example.test", None)
+        .api(Method::GET, "/users/liddell@example.test", None)
         .await?;
     assert_eq!(alice["display_name"], "Alice Liddell");
     let status = site.api(Method::GET, "/status", None).await?;

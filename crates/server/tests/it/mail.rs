@@ -96,6 +96,81 @@ pub(crate) async fn activated(site: &Site, email: &str, name: &str) -> Result<De
 }
 
 #[tokio::test]
+async fn a_user_given_a_new_address_keeps_device_and_mail() -> Result {
+    let site = Site::start().await?;
+    let root = site.dir.path().join("mail");
+    let mut device = activated(&site, "gina@example.com", "gina-phone").await?;
+    let store = device.mail_store().await?;
+    site.user("hal@example.com", None).await?;
+    let mut events = site.server().events();
+
+    // another user's address, a malformed one, an unknown user: refused in words
+    let refused = |body: serde_json::Value, path: &'static str| {
+        let site = &site;
+        async move {
+            site.api(reqwest::Method::PATCH, path, Some(body))
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        }
+    };
+    let e = refused(
+        serde_json::json!({ "email": "HAL@example.com" }),
+        "/users/gina@example.com",
+    )
+    .await;
+    assert!(e.contains("409") && e.contains("hal@example.com"), "{e}");
+    let e = refused(
+        serde_json::json!({ "email": "not an address" }),
+        "/users/gina@example.com",
+    )
+    .await;
+    assert!(e.contains("400"), "{e}");
+    let e = refused(
+        serde_json::json!({ "email": "x@example.com" }),
+        "/users/nobody@example.com",
+    )
+    .await;
+    assert!(e.contains("404"), "{e}");
+
+    let u = site
+        .api(
+            reqwest::Method::PATCH,
+            "/users/gina@example.com",
+            Some(
+                serde_json::json!({ "email": "Gina.Ray@example.com", "display_name": "Gina Ray" }),
+            ),
+        )
+        .await?;
+    assert_eq!(u["email"], "gina.ray@example.com", "{u}");
+    assert_eq!(u["display_name"], "Gina Ray", "{u}");
+    assert_eq!(u["status"], "Completed", "the device stays: {u}");
+
+    // the mailbox is watched under the new address: mail there reaches the same phone
+    let new = "gina.ray@example.com";
+    let watched = site.server().watched_mailboxes();
+    assert!(
+        watched.iter().any(|e| e == new) && !watched.iter().any(|e| e == "gina@example.com"),
+        "{watched:?}"
+    );
+    deliver(
+        &root,
+        new,
+        "2001.a.host",
+        &message("Ivan <ivan@x.test>", new, "after the move", "Still here."),
+    )?;
+    forwarded(&mut events, new, 1).await?;
+    let report = sync(&mut device, &store, Duration::from_millis(500)).await?;
+    assert_eq!(report.new_messages, 1, "{report:?}");
+    let inbox = store.inbox().await?;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert_eq!(inbox[0].subject, "after the move");
+    site.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn maildir_mail_reaches_the_device_once_and_is_confirmed() -> Result {
     let mut site = Site::start().await?;
     let email = "dana@example.com";

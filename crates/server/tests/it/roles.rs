@@ -11,8 +11,10 @@ use serde_json::{Value, json};
 use crate::activation::Site;
 use crate::support::Result;
 
-/// The expected matrix, written out from BES 5's role descriptions (not from the server's
-/// table): each endpoint, and the preset roles allowed to use it, by letter —
+/// The expected matrix, written out from BES 5's role tables (BES Express 5.0's
+/// "Preconfigured administrative roles": User Only creates, views, edits and deletes groups as
+/// well as users, Senior Helpdesk creates groups but does not delete them, Enterprise only views
+/// role assignments), not from the server's table: each endpoint, and the preset roles allowed to use it, by letter —
 /// S Security, E Enterprise, H Senior Helpdesk, J Junior Helpdesk, V Server Only,
 /// U User Only. IT admin commands have one row per kind (`#kind`).
 const MATRIX: &[(&str, &str, &str)] = &[
@@ -23,6 +25,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("GET", "/users", "SEHJU"),
     ("POST", "/users", "SEHU"),
     ("GET", "/users/{email}", "SEHJU"),
+    ("PATCH", "/users/{email}", "SEHJU"),
     ("DELETE", "/users/{email}", "SEHU"),
     ("PUT", "/users/{email}/mail-password", "SEHJU"),
     ("GET", "/users/{email}/mail-settings", "SEHJU"),
@@ -68,18 +71,18 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("DELETE", "/policies/{name}", "SE"),
     ("GET", "/policies/{name}/versions/{version}", "SEHJ"),
     ("GET", "/policies/{name}/diff", "SEHJ"),
-    ("GET", "/groups", "SEHJ"),
-    ("POST", "/groups", "SE"),
-    ("GET", "/groups/{name}", "SEHJ"),
-    ("DELETE", "/groups/{name}", "SE"),
-    ("PUT", "/groups/{name}/members/{email}", "SEH"),
-    ("DELETE", "/groups/{name}/members/{email}", "SEH"),
+    ("GET", "/groups", "SEHJU"),
+    ("POST", "/groups", "SEHU"),
+    ("GET", "/groups/{name}", "SEHJU"),
+    ("DELETE", "/groups/{name}", "SEU"),
+    ("PUT", "/groups/{name}/members/{email}", "SEHU"),
+    ("DELETE", "/groups/{name}/members/{email}", "SEHU"),
     ("PUT", "/groups/{name}/policy", "SE"),
     ("PUT", "/groups/{name}/software", "SE"),
-    ("GET", "/groups/{name}/sync", "SEHJ"),
-    ("DELETE", "/groups/{name}/sync", "SEH"),
-    ("PUT", "/groups/{name}/sync/{database}", "SEH"),
-    ("DELETE", "/groups/{name}/sync/{database}", "SEH"),
+    ("GET", "/groups/{name}/sync", "SEHJU"),
+    ("DELETE", "/groups/{name}/sync", "SEHU"),
+    ("PUT", "/groups/{name}/sync/{database}", "SEHU"),
+    ("DELETE", "/groups/{name}/sync/{database}", "SEHU"),
     ("GET", "/software/packages", "SEHJ"),
     ("POST", "/software/packages", "SE"),
     ("DELETE", "/software/packages/{name}/{version}", "SE"),
@@ -91,14 +94,14 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("PUT", "/software/configs/{name}/apps/{app}", "SE"),
     ("DELETE", "/software/configs/{name}/apps/{app}", "SE"),
     ("GET", "/software/jobs", "SEHJ"),
-    ("GET", "/roles", "S"),
+    ("GET", "/roles", "SE"),
     ("POST", "/roles", "S"),
-    ("GET", "/roles/{name}", "S"),
+    ("GET", "/roles/{name}", "SE"),
     ("PATCH", "/roles/{name}", "S"),
     ("DELETE", "/roles/{name}", "S"),
-    ("GET", "/accounts", "S"),
+    ("GET", "/accounts", "SE"),
     ("POST", "/accounts", "S"),
-    ("GET", "/accounts/{name}", "S"),
+    ("GET", "/accounts/{name}", "SE"),
     ("PATCH", "/accounts/{name}", "S"),
     ("DELETE", "/accounts/{name}", "S"),
     ("PUT", "/accounts/{name}/password", "S"),
@@ -328,6 +331,16 @@ async fn console_login_sessions_and_their_limits() -> Result {
         })),
     )
     .await?;
+    // The password is kept as an Argon2id hash (PHC string), never as given.
+    let hash = site
+        .server()
+        .store()
+        .account_password_hash("dave")
+        .await?
+        .ok_or("dave has a password")?;
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    assert!(!hash.contains("correct horse"), "{hash}");
+
     let client = reqwest::Client::new();
     let login = |pw: &'static str| {
         client

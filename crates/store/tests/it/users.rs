@@ -155,6 +155,63 @@ async fn delete_removes_everything_of_the_user() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_new_address_keeps_everything_of_the_user() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let s = &f.store;
+    s.add_user_from_directory("erin@example.com", Some("Erin"), "uuid-erin")
+        .await?;
+    s.add_user("frank@example.com", None).await?;
+    s.set_user_status("erin@example.com", UserStatus::Activating, None)
+        .await?;
+    s.bump_stat("erin@example.com", "messages_sent", 4).await?;
+    s.put_device(&new_device("erin@example.com", 0x2100_000C))
+        .await?;
+
+    let moved = s
+        .change_user_email("Erin@Example.com", " Erin.Smith@Example.com ")
+        .await?;
+    assert_eq!(moved.email, "erin.smith@example.com");
+    assert_eq!(moved.display_name.as_deref(), Some("Erin"));
+    assert_eq!(moved.directory_id.as_deref(), Some("uuid-erin"));
+    assert!(s.user("erin@example.com").await?.is_none());
+    assert_eq!(
+        s.device_by_pin(0x2100_000C).await?.map(|d| d.email),
+        Some("erin.smith@example.com".to_owned())
+    );
+    assert_eq!(
+        s.stats("erin.smith@example.com").await?,
+        [("messages_sent".to_owned(), 4)]
+    );
+    assert!(s.stats("erin@example.com").await?.is_empty());
+    assert_eq!(s.status_history("erin.smith@example.com").await?.len(), 2);
+
+    // Another user's address, no such user, a malformed address: refused, nothing changed.
+    assert!(matches!(
+        s.change_user_email("erin.smith@example.com", "FRANK@example.com").await,
+        Err(StoreError::UserExists { email }) if email == "frank@example.com"
+    ));
+    assert!(matches!(
+        s.change_user_email("nobody@example.com", "new@example.com")
+            .await,
+        Err(StoreError::NoSuchUser { .. })
+    ));
+    assert!(matches!(
+        s.change_user_email("erin.smith@example.com", "not an address")
+            .await,
+        Err(StoreError::InvalidEmail { .. })
+    ));
+    assert!(s.user("erin.smith@example.com").await?.is_some());
+    // The same address again changes nothing.
+    assert_eq!(
+        s.change_user_email("erin.smith@example.com", "erin.smith@example.com")
+            .await?
+            .email,
+        "erin.smith@example.com"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn status_changes_are_kept_in_order() -> anyhow::Result<()> {
     let f = fixture().await?;
     let s = &f.store;
