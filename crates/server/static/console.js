@@ -1,6 +1,7 @@
 // The Bramble administration console's one script: forms and buttons marked with data-api
-// call the administration API (same origin, the session cookie) with JSON, then reload the
-// page or go where data-then says; an error is shown in the API's own words. No build step.
+// call the administration API (same origin, the session cookie) with JSON (or, for a form
+// with data-file, the chosen file as it is), then reload the page or go where data-then says;
+// an error is shown in the API's own words. No build step.
 "use strict";
 
 function show(text, kind) {
@@ -53,7 +54,10 @@ async function call(spec, body, then, done, doneElse) {
   const [method, ...rest] = spec.split(" ");
   const path = rest.join(" ");
   const opts = { method, credentials: "same-origin", headers: {} };
-  if (body !== undefined) {
+  if (body instanceof Blob) {
+    opts.headers["Content-Type"] = "application/octet-stream";
+    opts.body = body;
+  } else if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
   }
@@ -100,9 +104,19 @@ document.addEventListener("submit", (ev) => {
     delete body[k];
     return encodeURIComponent(v === undefined ? "" : v);
   });
+  // data-file names a file input: its file is the request's body (the other fields go in the path)
+  let payload = form.dataset.nobody !== undefined ? undefined : body;
+  if (form.dataset.file) {
+    const input = form.elements[form.dataset.file];
+    payload = input && input.files && input.files[0];
+    if (!payload) {
+      show("Choose the file to upload first.", "error");
+      return;
+    }
+  }
   let then = form.dataset.then;
   if (then) then = then.replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(form.elements[k] ? form.elements[k].value : ""));
-  call(spec, form.dataset.nobody !== undefined ? undefined : body, then, form.dataset.done, form.dataset.doneElse);
+  call(spec, payload, then, form.dataset.done, form.dataset.doneElse);
 });
 
 document.addEventListener("click", (ev) => {

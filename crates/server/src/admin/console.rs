@@ -1,6 +1,7 @@
 //! The web console: small server-rendered pages under `/console` for the administrators who
 //! ran BES's BlackBerry Administration Service: dashboard, users, groups, IT policies, software
-//! configurations, administrators and roles, the audit log.
+//! configurations (each with its applications), administrators and roles, the audit log, and
+//! each administrator's own API tokens.
 //!
 //! The console is one more client of the administration API. Each page reads what it shows
 //! from `/api/v1` itself, in process, with the administrator's session cookie; each form and
@@ -29,7 +30,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tower::ServiceExt;
 
-use super::access_api::{AccountView, AuditView, MeView, PermissionView, RoleView};
+use super::access_api::{AccountView, AuditView, MeView, PermissionView, RoleView, TokenView};
 use super::api::{StatusView, UserView};
 use super::views::{
     COMMAND_KINDS, CommandView, GroupView, JobView, PackageView, PolicyDiffView, PolicyView,
@@ -75,7 +76,9 @@ pub(crate) fn routes(api: Router) -> Router {
         .route("/console/policies", get(policies))
         .route("/console/policies/{name}", get(policy))
         .route("/console/software", get(software))
+        .route("/console/software/{name}", get(software_config))
         .route("/console/admins", get(admins))
+        .route("/console/tokens", get(tokens))
         .route("/console/audit", get(audit))
         .with_state(Console { api })
 }
@@ -281,6 +284,7 @@ impl Shell {
             "software" => self.can("software.view"),
             "admins" => self.can("role.assign"),
             "audit" => self.can("audit.view"),
+            "tokens" => true,
             _ => false,
         }
     }
@@ -309,6 +313,13 @@ impl Shell {
     /// A path segment, percent-encoded.
     pub(crate) fn seg(&self, s: &str) -> String {
         seg(s)
+    }
+
+    /// Whether the administrator may delete this account from the console: not their own,
+    /// and not the server's own `admin` (the API refuses both; the button is not offered).
+    pub(crate) fn may_delete_account(&self, name: &str) -> bool {
+        !name.eq_ignore_ascii_case(&self.account)
+            && !name.eq_ignore_ascii_case(super::access::OWNER_ACCOUNT)
     }
 }
 
@@ -713,6 +724,13 @@ async fn policy(
 
 // ---- software
 
+/// What a software configuration may say of an application: the API's word and the console's.
+const DISPOSITIONS: [(&str, &str); 3] = [
+    ("required", "Required"),
+    ("optional", "Optional"),
+    ("not-permitted", "Not permitted"),
+];
+
 #[derive(Template)]
 #[template(path = "software.html")]
 struct SoftwarePage {
@@ -735,28 +753,134 @@ async fn software(api: Api) -> Result<Response, PageError> {
     }))
 }
 
+/// One software configuration: its applications, what it does with the others, who has it.
+#[derive(Template)]
+#[template(path = "software_config.html")]
+struct SoftwareConfigPage {
+    shell: Shell,
+    c: SoftwareConfigView,
+    /// The application repository, to choose what to add.
+    packages: Vec<PackageView>,
+    /// The repository's application names, once each.
+    names: Vec<String>,
+    dispositions: [(&'static str, &'static str); 3],
+}
+
+impl SoftwareConfigPage {
+    /// The console's word for a disposition (the API's when it is not one of the three).
+    fn disposition<'a>(&self, word: &'a str) -> &'a str {
+        DISPOSITIONS
+            .iter()
+            .find(|(w, _)| *w == word)
+            .map_or(word, |(_, label)| label)
+    }
+}
+
+async fn software_config(api: Api, Path(name): Path<String>) -> Result<Response, PageError> {
+    let shell = api.shell("software").await?;
+    let c: SoftwareConfigView = api
+        .get(&format!("/software/configs/{}", seg(&name)))
+        .await?;
+    let packages: Vec<PackageView> = api
+        .get_if(shell.can("software.edit"), "/software/packages?limit=1000")
+        .await?
+        .unwrap_or_default();
+    let mut names: Vec<String> = packages.iter().map(|p| p.name.clone()).collect();
+    names.sort_unstable();
+    names.dedup();
+    Ok(render(&SoftwareConfigPage {
+        shell,
+        c,
+        packages,
+        names,
+        dispositions: DISPOSITIONS,
+    }))
+}
+
 // ---- administrators and roles
+
+/// One permission of the catalogue, and whether a role has it.
+struct PermissionRow {
+    name: String,
+    title: String,
+    held: bool,
+}
+
+/// A role with the whole catalogue beside it: ticked where the role has the permission.
+struct RoleRow {
+    role: RoleView,
+    permissions: Vec<PermissionRow>,
+    /// Names the role holds that the catalogue does not (none, unless the catalogue shrank).
+    unknown: Vec<String>,
+}
+
+/// Each role beside the permission catalogue (`GET /api/v1/permissions`), in its order.
+fn role_rows(roles: Vec<RoleView>, catalogue: &[PermissionView]) -> Vec<RoleRow> {
+    roles
+        .into_iter()
+        .map(|role| {
+            let permissions = catalogue
+                .iter()
+                .map(|p| PermissionRow {
+                    name: p.name.clone(),
+                    title: p.title.clone(),
+                    held: role.permissions.contains(&p.name),
+                })
+                .collect();
+            let unknown = role
+                .permissions
+                .iter()
+                .filter(|n| !catalogue.iter().any(|p| &p.name == *n))
+                .cloned()
+                .collect();
+            RoleRow {
+                role,
+                permissions,
+                unknown,
+            }
+        })
+        .collect()
+}
 
 #[derive(Template)]
 #[template(path = "admins.html")]
 struct AdminsPage {
     shell: Shell,
     accounts: Vec<AccountView>,
-    roles: Vec<RoleView>,
+    roles: Vec<RoleRow>,
     permissions: Vec<PermissionView>,
+    /// The signed-in administrator's own API tokens.
+    tokens: Vec<TokenView>,
 }
 
 async fn admins(api: Api) -> Result<Response, PageError> {
     let shell = api.shell("admins").await?;
     let (accounts, _) = api.page("/accounts?limit=1000").await?;
     let (roles, _) = api.page("/roles?limit=1000").await?;
-    let permissions = api.get("/permissions").await?;
+    let permissions: Vec<PermissionView> = api.get("/permissions").await?;
+    let tokens = api.get("/tokens").await?;
     Ok(render(&AdminsPage {
         shell,
         accounts,
-        roles,
+        roles: role_rows(roles, &permissions),
         permissions,
+        tokens,
     }))
+}
+
+/// The signed-in administrator's own API tokens, for every administrator (the
+/// administrators page, which shows them too, needs role.assign).
+#[derive(Template)]
+#[template(path = "tokens.html")]
+struct TokensPage {
+    shell: Shell,
+    tokens: Vec<TokenView>,
+}
+
+async fn tokens(api: Api) -> Result<Response, PageError> {
+    let shell = api.shell("tokens").await?;
+    let tokens = api.get("/tokens").await?;
+    Ok(render(&TokensPage { shell, tokens }))
 }
 
 // ---- audit log
@@ -853,6 +977,35 @@ mod tests {
     #[test]
     fn path_segments_are_encoded() {
         assert_eq!(seg("a b/c@d.example"), "a%20b%2Fc%40d.example");
+    }
+
+    #[test]
+    fn a_role_is_shown_against_the_whole_catalogue() {
+        let catalogue = ["policy.view", "audit.view"].map(|n| PermissionView {
+            name: n.into(),
+            title: format!("may {n}"),
+        });
+        let role = RoleView {
+            name: "Auditors".into(),
+            description: None,
+            preset: false,
+            permissions: vec!["audit.view".into(), "gone.away".into()],
+            accounts: 0,
+        };
+        let rows = role_rows(vec![role], &catalogue);
+        let ticked: Vec<(&str, bool)> = rows[0]
+            .permissions
+            .iter()
+            .map(|p| (p.name.as_str(), p.held))
+            .collect();
+        assert_eq!(ticked, [("policy.view", false), ("audit.view", true)]);
+        assert_eq!(rows[0].permissions[1].title, "may audit.view");
+        assert_eq!(rows[0].unknown, ["gone.away"]);
+    }
+
+    #[test]
+    fn the_console_offers_every_disposition_the_api_takes() {
+        assert_eq!(DISPOSITIONS.map(|(w, _)| w), bramble_store::DISPOSITIONS);
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The web console: every page renders for an administrator who may see it, shows only what
-//! their roles allow, and sends a signed-out browser to the login page; and the whole loop in
-//! headless Chromium (Debian's chromium over chromedriver): log in, add a user, set an
+//! their roles allow, and sends a signed-out browser to the login page; and two loops in
+//! headless Chromium (Debian's chromium over chromedriver). One: log in, add a user, set an
 //! activation password, the phone activates with it, send a lock command, the phone locks,
-//! and both changes are in the audit log. Screenshots go to target/test-artifacts/console/.
+//! and both changes are in the audit log. The other: upload an application, make a software
+//! configuration, add the application to it, allow unlisted applications, remove the
+//! application, delete the configuration; make a custom role, tick permissions, delete it;
+//! delete an administrator; make an API token, use its secret against the API, revoke it.
+//! Screenshots go to target/test-artifacts/console/.
 
 use std::time::Duration;
 
@@ -43,6 +47,30 @@ pub(crate) async fn session(site: &Site, name: &str, password: &str) -> Result<S
         .and_then(|v| v.to_str().ok())
         .ok_or("no cookie")?;
     Ok(cookie.split(';').next().ok_or("cookie")?.to_owned())
+}
+
+/// Uploads a package to the application repository, as the server's own administrator.
+async fn upload(site: &Site, name: &str, version: &str, bytes: &[u8]) -> Result {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/software/packages", site.base))
+        .query(&[("name", name), ("version", version)])
+        .bearer_auth(&site.token)
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await?;
+    let status = resp.status();
+    assert_eq!(status, StatusCode::CREATED, "{}", resp.text().await?);
+    Ok(())
+}
+
+/// The part of `html` from `start` to the first `end` after it (empty when `start` is not in it).
+fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let Some(from) = html.find(start) else {
+        return "";
+    };
+    let rest = &html[from..];
+    &rest[..rest.find(end).unwrap_or(rest.len())]
 }
 
 pub(crate) async fn page(
@@ -91,6 +119,41 @@ async fn every_page_renders_and_shows_only_what_the_role_allows() -> Result {
     .await?;
     account(&site, "sam", "Security-Pw-1", "Security Administrator").await?;
     account(&site, "jo", "Junior-Pw-1", "Junior Helpdesk Administrator").await?;
+    upload(&site, "Notes", "1.0", b"notes package").await?;
+    site.api(
+        Method::POST,
+        "/software/configs",
+        Some(json!({ "name": "Field apps" })),
+    )
+    .await?;
+    site.api(
+        Method::PUT,
+        "/software/configs/Field%20apps/apps/Notes",
+        Some(json!({ "version": "1.0", "disposition": "required" })),
+    )
+    .await?;
+    site.api(
+        Method::PUT,
+        "/software/configs/Field%20apps/apps/Games",
+        Some(json!({ "disposition": "not-permitted" })),
+    )
+    .await?;
+    site.api(
+        Method::POST,
+        "/roles",
+        Some(json!({ "name": "Auditors", "description": "reads the log",
+                     "permissions": ["audit.view"] })),
+    )
+    .await?;
+    let token = site
+        .api(
+            Method::POST,
+            "/tokens",
+            Some(json!({ "name": "nightly report", "account": "sam" })),
+        )
+        .await?;
+    let token_id = token["id"].as_i64().ok_or("no token id")?;
+    let secret = token["token"].as_str().ok_or("no secret")?.to_owned();
 
     // signed out: to the login page, which renders
     let (status, to) = page(&site, None, "/console/users").await?;
@@ -121,7 +184,9 @@ async fn every_page_renders_and_shows_only_what_the_role_allows() -> Result {
             "password_min_length",
         ),
         ("/console/software", "Application repository"),
+        ("/console/software/Field%20apps", "Applications not listed"),
         ("/console/admins", "Junior Helpdesk Administrator"),
+        ("/console/tokens", "nightly report"),
         ("/console/audit", "Create IT policy"),
         (
             "/console/audit?actor=admin&result=success&text=group",
@@ -145,8 +210,107 @@ async fn every_page_renders_and_shows_only_what_the_role_allows() -> Result {
         assert!(dashboard.contains(component), "{dashboard}");
     }
 
+    // software: each configuration has its page, the repository takes uploads and deletes
+    let (_, software) = page(&site, Some(&sam), "/console/software").await?;
+    for want in [
+        "href=\"/console/software/Field%20apps\"",
+        "data-file=\"file\"",
+        "data-api=\"POST /api/v1/software/packages?name={name}&amp;version={version}\"",
+        "data-api=\"DELETE /api/v1/software/packages/Notes/1.0\"",
+        "data-then=\"/console/software/{name}\"",
+    ] {
+        assert!(
+            software.contains(want),
+            "the software page lacks {want}: {software}"
+        );
+    }
+    let (_, config) = page(&site, Some(&sam), "/console/software/Field%20apps").await?;
+    let apps = between(&config, "id=\"apps\"", "</table>");
+    for want in ["Notes", "1.0", "Required", "Games", "Not permitted"] {
+        assert!(apps.contains(want), "the applications lack {want}: {apps}");
+    }
+    for want in [
+        "data-api=\"DELETE /api/v1/software/configs/Field%20apps/apps/Notes\"",
+        "data-api=\"DELETE /api/v1/software/configs/Field%20apps/apps/Games\"",
+        "data-api=\"PUT /api/v1/software/configs/Field%20apps/apps/{app}\"",
+        "<option value=\"not-permitted\">Not permitted</option>",
+        "<datalist id=\"repository-names\"><option value=\"Notes\">",
+        "data-body='{\"allow_unlisted\":true}'",
+        "data-api=\"DELETE /api/v1/software/configs/Field%20apps\"",
+        "<span class=\"badge warn\">not allowed</span>",
+    ] {
+        assert!(
+            config.contains(want),
+            "the configuration page lacks {want}: {config}"
+        );
+    }
+    let (status, _) = page(&site, Some(&sam), "/console/software/Nothing").await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // roles: a custom role's permissions are checkboxes, ticked as it has them; presets are read
+    let (_, admins) = page(&site, Some(&sam), "/console/admins").await?;
+    let auditors = between(&admins, "data-role=\"Auditors\"", "</tr>");
+    for want in [
+        "data-api=\"PATCH /api/v1/roles/Auditors\"",
+        "data-api=\"DELETE /api/v1/roles/Auditors\"",
+        "value=\"audit.view\" data-list checked> View and export the audit log",
+        "value=\"policy.view\" data-list> View IT policies",
+        "value=\"reads the log\" data-initial=\"reads the log\"",
+    ] {
+        assert!(
+            auditors.contains(want),
+            "the role Auditors lacks {want}: {auditors}"
+        );
+    }
+    let preset = between(&admins, "data-role=\"Security Administrator\"", "</tr>");
+    assert!(
+        preset.contains("Manage administrator accounts and roles"),
+        "{preset}"
+    );
+    assert!(preset.contains("cannot be changed"), "{preset}");
+    assert!(
+        !preset.contains("<form") && !preset.contains("DELETE"),
+        "{preset}"
+    );
+    // administrators: any may be deleted but oneself and the server's own
+    assert!(
+        admins.contains("data-api=\"DELETE /api/v1/accounts/jo\""),
+        "{admins}"
+    );
+    for own in ["sam", "admin"] {
+        assert!(
+            !admins.contains(&format!("data-api=\"DELETE /api/v1/accounts/{own}\"")),
+            "{own} is offered for deletion: {admins}"
+        );
+    }
+    // sam's own API tokens, never their secrets
+    let tokens = between(&admins, "id=\"tokens\"", "</section>");
+    assert!(tokens.contains("nightly report"), "{tokens}");
+    assert!(
+        tokens.contains(&format!("data-api=\"DELETE /api/v1/tokens/{token_id}\"")),
+        "{tokens}"
+    );
+    assert!(
+        tokens.contains("data-api=\"POST /api/v1/tokens\""),
+        "{tokens}"
+    );
+    assert!(!admins.contains(&secret), "the page shows a token's secret");
+
     // a Junior Helpdesk administrator sees users, not administrators or the audit log
     let jo = session(&site, "jo", "Junior-Pw-1").await?;
+    let (status, config) = page(&site, Some(&jo), "/console/software/Field%20apps").await?;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert!(config.contains("Notes"), "{config}");
+    for hidden in ["Add an application", "DELETE", "PATCH"] {
+        assert!(!config.contains(hidden), "jo is offered {hidden}: {config}");
+    }
+    let (_, software) = page(&site, Some(&jo), "/console/software").await?;
+    assert!(!software.contains("data-file"), "{software}");
+    // their own API tokens: none yet, and nobody else's
+    let (status, tokens) = page(&site, Some(&jo), "/console/tokens").await?;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert!(tokens.contains("You have no API tokens"), "{tokens}");
+    assert!(!tokens.contains("nightly report"), "{tokens}");
     let (status, users) = page(&site, Some(&jo), "/console/users").await?;
     assert_eq!(status, StatusCode::OK);
     assert!(!users.contains("href=\"/console/admins\""), "{users}");
@@ -170,10 +334,40 @@ async fn the_console_in_chromium_adds_a_user_activates_and_locks_and_audits() ->
     )
     .await?;
     account(&site, "carol", "Console-Pw-77", "Security Administrator").await?;
+    let (browser, c, shots) = chromium("").await?;
+    let result = drive(&site, &c, &shots).await;
+    finish(&c, &shots, "", &result).await;
+    drop(browser);
+    site.shutdown().await;
+    result
+}
+
+#[tokio::test]
+async fn the_console_in_chromium_manages_software_roles_and_api_tokens() -> Result {
+    let site = Site::start().await?;
+    account(&site, "dana", "Console-Pw-88", "Security Administrator").await?;
+    account(
+        &site,
+        "dave",
+        "Leaving-Pw-1",
+        "Junior Helpdesk Administrator",
+    )
+    .await?;
+    let (browser, c, shots) = chromium("manage-").await?;
+    let result = manage(&site, &c, &shots).await;
+    finish(&c, &shots, "manage-", &result).await;
+    drop(browser);
+    site.shutdown().await;
+    result
+}
+
+/// A chromedriver, a session in it, and the screenshot directory (stale failure files of
+/// this test, named with `prefix`, removed).
+async fn chromium(prefix: &str) -> Result<(Browser, Client, std::path::PathBuf)> {
     let browser = Browser::start()?;
     let shots = artifacts_dir("console")?;
     for stale in ["failure.png", "failure.html"] {
-        let _ = std::fs::remove_file(shots.join(stale));
+        let _ = std::fs::remove_file(shots.join(format!("{prefix}{stale}")));
     }
     let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(browser.capabilities())
@@ -185,18 +379,20 @@ async fn the_console_in_chromium_adds_a_user_activates_and_locks_and_audits() ->
                 browser.log_text()
             )
         })?;
-    let result = drive(&site, &c, &shots).await;
+    Ok((browser, c, shots))
+}
+
+/// Keeps what the browser showed when the test failed, and ends the session.
+async fn finish(c: &Client, shots: &std::path::Path, prefix: &str, result: &Result) {
     if result.is_err() {
         if let Ok(png) = c.screenshot().await {
-            let _ = std::fs::write(shots.join("failure.png"), png);
+            let _ = std::fs::write(shots.join(format!("{prefix}failure.png")), png);
         }
         if let Ok(html) = c.source().await {
-            let _ = std::fs::write(shots.join("failure.html"), html);
+            let _ = std::fs::write(shots.join(format!("{prefix}failure.html")), html);
         }
     }
-    let _ = c.close().await;
-    site.shutdown().await;
-    result
+    let _ = c.clone().close().await;
 }
 
 async fn shot(c: &Client, dir: &std::path::Path, name: &str) -> Result {
@@ -342,5 +538,287 @@ async fn drive(site: &Site, c: &Client, shots: &std::path::Path) -> Result {
     let filtered = until_text(c, "table.audit", "Send IT admin command").await?;
     assert!(!filtered.contains("Add user"), "{filtered}");
     shot(c, shots, "audit.png").await?;
+    Ok(())
+}
+
+/// Clicks `css`, answering yes if it asks "are you sure?", and waits until the page says
+/// `want` in its message of success. The message shown before is cleared first, so that one
+/// saying the same does not count (the answer to "are you sure?" is set again each time: a
+/// reload forgets it).
+async fn act(c: &Client, css: &str, want: &str) -> Result<String> {
+    c.execute(
+        "window.confirm = () => true; \
+         const m = document.getElementById('message'); \
+         if (m) { m.textContent = ''; m.className = ''; }",
+        vec![],
+    )
+    .await?;
+    click(c, css).await?;
+    until_text(c, "#message.done", want).await
+}
+
+/// Waits until the browser is at a URL ending in `path`.
+async fn until_at(c: &Client, path: &str) -> Result {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = c.current_url().await?;
+        if now.as_str().ends_with(path) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("the browser is at {now}, not {path}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /api/v1/me` with an API token: the status, and the account it speaks for.
+async fn me_with(site: &Site, token: &str) -> Result<(StatusCode, serde_json::Value)> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/me", site.base))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or_default()))
+}
+
+async fn manage(site: &Site, c: &Client, shots: &std::path::Path) -> Result {
+    c.goto(&format!("{}/console/login", site.base)).await?;
+    fill(c, "input[name=name]", "dana").await?;
+    fill(c, "input[name=password]", "Console-Pw-88").await?;
+    click(c, "form button[type=submit]").await?;
+    until_text(c, "h1", "Dashboard").await?;
+
+    // upload an application to the repository, from a file on this machine
+    let package = tempfile::Builder::new()
+        .prefix("notes-")
+        .suffix(".cod")
+        .tempfile()?;
+    std::fs::write(package.path(), b"the Notes application, version 1.0")?;
+    click(c, "nav a[href='/console/software']").await?;
+    until_text(c, "h1", "Software configurations").await?;
+    fill(c, "#upload input[name=name]", "Notes").await?;
+    fill(c, "#upload input[name=version]", "1.0").await?;
+    c.find(Locator::Css("#upload input[type=file]"))
+        .await?
+        .send_keys(&package.path().display().to_string())
+        .await?;
+    act(
+        c,
+        "#upload button",
+        "Notes 1.0 added to the application repository",
+    )
+    .await?;
+    until_text(c, "#repository table", "Notes").await?;
+    let packages = site.api(Method::GET, "/software/packages", None).await?;
+    assert_eq!(packages[0]["name"], "Notes", "{packages}");
+    assert_eq!(packages[0]["size"], 34, "{packages}");
+    shot(c, shots, "software.png").await?;
+
+    // make a software configuration: to its page
+    fill(
+        c,
+        "form[data-api='POST /api/v1/software/configs'] input[name=name]",
+        "Field apps",
+    )
+    .await?;
+    act(
+        c,
+        "form[data-api='POST /api/v1/software/configs'] button",
+        "Software configuration created",
+    )
+    .await?;
+    until_text(c, "h1", "Field apps").await?;
+    until_text(c, "#unlisted", "not allowed").await?;
+
+    // add the application, required
+    fill(c, "#apps input[name=app]", "Notes").await?;
+    fill(c, "#apps input[name=version]", "1.0").await?;
+    click(
+        c,
+        "#apps form select[name=disposition] option[value=required]",
+    )
+    .await?;
+    act(c, "#apps form button", "Application added to Field apps").await?;
+    let apps = until_text(c, "#apps table", "Notes").await?;
+    assert!(apps.contains("Required") && apps.contains("1.0"), "{apps}");
+    let config = site
+        .api(Method::GET, "/software/configs/Field%20apps", None)
+        .await?;
+    assert_eq!(
+        config["apps"],
+        json!([{ "name": "Notes", "version": "1.0", "disposition": "required" }]),
+        "{config}"
+    );
+    // a required application that is not in the repository: said so, nothing changes
+    fill(c, "#apps input[name=app]", "Maps").await?;
+    fill(c, "#apps input[name=version]", "9.9").await?;
+    c.execute("document.getElementById('message').className = '';", vec![])
+        .await?;
+    click(c, "#apps form button").await?;
+    until_text(c, "#message.error", "no package Maps 9.9").await?;
+    shot(c, shots, "software-config.png").await?;
+
+    // allow applications not listed
+    act(c, "#unlisted button", "Applications not listed are allowed").await?;
+    let config = site
+        .api(Method::GET, "/software/configs/Field%20apps", None)
+        .await?;
+    assert_eq!(config["allow_unlisted"], true, "{config}");
+
+    // remove the application, then delete the configuration
+    act(
+        c,
+        "#apps button[data-api^='DELETE']",
+        "Notes removed from the software configuration",
+    )
+    .await?;
+    until_text(c, "#apps table", "No applications").await?;
+    let config = site
+        .api(Method::GET, "/software/configs/Field%20apps", None)
+        .await?;
+    assert_eq!(config["apps"], json!([]), "{config}");
+    act(
+        c,
+        "button[data-api='DELETE /api/v1/software/configs/Field%20apps']",
+        "Software configuration deleted",
+    )
+    .await?;
+    until_at(c, "/console/software").await?;
+    let gone = site
+        .api(Method::GET, "/software/configs/Field%20apps", None)
+        .await;
+    assert!(
+        gone.as_ref().is_err_and(|e| e.to_string().contains("404")),
+        "{gone:?}"
+    );
+
+    // a custom role: made with one permission, another ticked, saved
+    click(c, "nav a[href='/console/admins']").await?;
+    until_text(c, "h1", "Administrators and roles").await?;
+    let create = "form[data-api='POST /api/v1/roles']";
+    fill(c, &format!("{create} input[name=name]"), "Auditors").await?;
+    click(c, &format!("{create} input[value='user.view']")).await?;
+    act(c, &format!("{create} button[type=submit]"), "Role created").await?;
+    let row = "tr[data-role='Auditors']";
+    click(c, &format!("{row} summary")).await?;
+    click(c, &format!("{row} input[value='audit.view']")).await?;
+    shot(c, shots, "role-edit.png").await?;
+    act(
+        c,
+        &format!("{row} button[type=submit]"),
+        "Role Auditors changed",
+    )
+    .await?;
+    let role = site.api(Method::GET, "/roles/Auditors", None).await?;
+    let mut held: Vec<&str> = role["permissions"]
+        .as_array()
+        .ok_or("no permissions")?
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    held.sort_unstable();
+    assert_eq!(held, ["audit.view", "user.view"], "{role}");
+    // untick one, save: only the other is left
+    click(c, &format!("{row} summary")).await?;
+    click(c, &format!("{row} input[value='user.view']")).await?;
+    act(
+        c,
+        &format!("{row} button[type=submit]"),
+        "Role Auditors changed",
+    )
+    .await?;
+    let role = site.api(Method::GET, "/roles/Auditors", None).await?;
+    assert_eq!(role["permissions"], json!(["audit.view"]), "{role}");
+    // and delete it
+    click(c, &format!("{row} summary")).await?;
+    act(c, &format!("{row} button.danger"), "Role Auditors deleted").await?;
+    let gone = site.api(Method::GET, "/roles/Auditors", None).await;
+    assert!(
+        gone.as_ref().is_err_and(|e| e.to_string().contains("404")),
+        "{gone:?}"
+    );
+
+    // delete an administrator
+    act(
+        c,
+        "button[data-api='DELETE /api/v1/accounts/dave']",
+        "Administrator dave deleted",
+    )
+    .await?;
+    let accounts = site.api(Method::GET, "/accounts", None).await?;
+    assert!(
+        accounts
+            .as_array()
+            .is_some_and(|a| a.iter().all(|a| a["name"] != "dave")),
+        "{accounts}"
+    );
+
+    // an API token: its secret shown once, and it works against the API
+    fill(c, "#tokens input[name=name]", "report script").await?;
+    let said = act(c, "#tokens form button", "API token report script made").await?;
+    let secret = said
+        .rsplit(' ')
+        .next()
+        .filter(|s| s.starts_with("bt_"))
+        .ok_or_else(|| format!("no secret in {said:?}"))?
+        .to_owned();
+    shot(c, shots, "token-made.png").await?;
+    let (status, me) = me_with(site, &secret).await?;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["account"], "dana", "{me}");
+    assert_eq!(me["via"], "api-token", "{me}");
+    c.refresh().await?;
+    let listed = until_text(c, "#tokens table", "report script").await?;
+    assert!(!listed.contains(&secret), "{listed}");
+    assert!(
+        !c.source().await?.contains(&secret),
+        "the secret is shown again"
+    );
+    // revoke it, on the page for every administrator: it stops working
+    click(c, "nav a[href='/console/tokens']").await?;
+    until_text(c, "h1", "API tokens").await?;
+    act(
+        c,
+        "#tokens button.danger",
+        "API token report script revoked",
+    )
+    .await?;
+    until_text(c, "#tokens table", "You have no API tokens").await?;
+    let (status, _) = me_with(site, &secret).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    shot(c, shots, "tokens.png").await?;
+
+    // all of it in the audit log, by dana
+    let log = site
+        .api(Method::GET, "/audit?actor=dana&limit=100", None)
+        .await?;
+    let actions: Vec<&str> = log
+        .as_array()
+        .ok_or("no audit log")?
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for want in [
+        "Add application",
+        "Create software configuration",
+        "Add application to software configuration",
+        "Edit software configuration",
+        "Remove application from software configuration",
+        "Delete software configuration",
+        "Create role",
+        "Edit role",
+        "Delete role",
+        "Delete administrator",
+        "Make API token",
+        "Revoke API token",
+    ] {
+        assert!(
+            actions.contains(&want),
+            "the audit log lacks {want:?}: {actions:?}"
+        );
+    }
     Ok(())
 }
