@@ -203,7 +203,7 @@ pub enum StoreError {
 
     /// The application repository holds no such package.
     #[error(
-        "the application repository has no package {name} {version}; upload it with          `bramble admin software upload`"
+        "the application repository has no package {name} {version}; upload it first (the console's Software page, or `bramble admin software upload`)"
     )]
     NoSuchPackage {
         /// The application.

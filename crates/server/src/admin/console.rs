@@ -282,7 +282,7 @@ impl Shell {
             "groups" => self.can("group.view"),
             "policies" => self.can("policy.view"),
             "software" => self.can("software.view"),
-            "admins" => self.can("role.assign"),
+            "admins" => self.can("role.view"),
             "audit" => self.can("audit.view"),
             "tokens" => true,
             _ => false,
@@ -869,7 +869,7 @@ async fn admins(api: Api) -> Result<Response, PageError> {
 }
 
 /// The signed-in administrator's own API tokens, for every administrator (the
-/// administrators page, which shows them too, needs role.assign).
+/// administrators page, which shows them too, needs role.view).
 #[derive(Template)]
 #[template(path = "tokens.html")]
 struct TokensPage {

@@ -1240,6 +1240,8 @@ async fn delete_config(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if state.store.delete_software_config(&name).await? {
+        // its users and groups no longer have it: their devices are told what that means
+        tell_all(&state);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_config(&name))

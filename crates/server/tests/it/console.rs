@@ -119,6 +119,7 @@ async fn every_page_renders_and_shows_only_what_the_role_allows() -> Result {
     .await?;
     account(&site, "sam", "Security-Pw-1", "Security Administrator").await?;
     account(&site, "jo", "Junior-Pw-1", "Junior Helpdesk Administrator").await?;
+    account(&site, "eve", "Enterprise-Pw-1", "Enterprise Administrator").await?;
     upload(&site, "Notes", "1.0", b"notes package").await?;
     site.api(
         Method::POST,
@@ -320,6 +321,27 @@ async fn every_page_renders_and_shows_only_what_the_role_allows() -> Result {
     assert!(admins.contains("Not allowed"), "{admins}");
     let (status, _) = page(&site, Some(&jo), "/console/users/nobody%40example.com").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // an Enterprise Administrator views administrators and roles (BES: "can only view role
+    // assignments") and is offered no change
+    let eve = session(&site, "eve", "Enterprise-Pw-1").await?;
+    let (status, admins) = page(&site, Some(&eve), "/console/admins").await?;
+    assert_eq!(status, StatusCode::OK, "{admins}");
+    assert!(
+        admins.contains("Junior Helpdesk Administrator") && admins.contains(">jo<"),
+        "{admins}"
+    );
+    for hidden in [
+        "Add an administrator",
+        "Create a custom role",
+        "data-api=\"DELETE /api/v1/accounts",
+        "data-api=\"PATCH /api/v1/roles",
+        "Assign role",
+    ] {
+        assert!(
+            !admins.contains(hidden),
+            "eve is offered {hidden}: {admins}"
+        );
+    }
     site.shutdown().await;
     Ok(())
 }
