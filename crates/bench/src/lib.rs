@@ -11,6 +11,7 @@
 
 pub mod activation;
 pub mod corpus;
+pub mod dict;
 pub mod idle;
 pub mod latency;
 pub mod limits;

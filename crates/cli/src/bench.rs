@@ -27,6 +27,34 @@ pub struct WorkerArgs {
     spec: std::path::PathBuf,
 }
 
+/// Flags of the hidden `bramble bench-dict`.
+#[derive(Debug, clap::Args)]
+pub struct DictArgs {
+    /// Where to write the dictionary (crates/proto/dict/mail-1.zdict to replace the shipped
+    /// one; a new version needs a new codec number, see docs/protocol.md).
+    #[arg(long)]
+    out: std::path::PathBuf,
+}
+
+/// Trains the sealer's mail dictionary as `bramble_bench::dict` says and writes it.
+pub fn dict(args: DictArgs) -> Result<()> {
+    let d = bramble_bench::dict::train()?;
+    std::fs::write(&args.out, &d)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.out.display()))?;
+    let same = d == bramble_proto::MAIL_DICTIONARY;
+    println!(
+        "Wrote {} bytes to {} ({} the shipped dictionary).",
+        d.len(),
+        args.out.display(),
+        if same {
+            "the same as"
+        } else {
+            "NOT the same as"
+        }
+    );
+    Ok(())
+}
+
 /// The child side of a benchmark: answers on standard output, as the parent expects.
 pub async fn worker(args: WorkerArgs) -> Result<()> {
     crate::init_logging("error");

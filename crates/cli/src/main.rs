@@ -44,6 +44,9 @@ enum Command {
     /// The other side of a benchmark, started by `bramble bench` in a child process.
     #[command(hide = true)]
     BenchWorker(bench::WorkerArgs),
+    /// Train the mail dictionary of the sealer again (bramble-proto's dict/mail-1.zdict).
+    #[command(hide = true)]
+    BenchDict(bench::DictArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::BenchWorker(a) => bench::worker(a).await,
+            Command::BenchDict(a) => bench::dict(a),
         }
     });
     match result {

@@ -28,7 +28,10 @@ pub use addr::{Address, Pin, RefId, SrpId};
 pub use frame::{Frame, FrameError, FrameKind, HEADER_LEN, Header, MAX_FRAME_LEN};
 pub use identity::{DeviceIdentity, IdentityError};
 pub use replay::{ReplayError, ReplayWindow};
-pub use seal::{Direction, MasterKey, OpenError, Opener, SealError, Sealer, Session, SessionError};
+pub use seal::{
+    Direction, MAIL_DICTIONARY, MasterKey, OpenError, Opener, SealError, Sealer, Session,
+    SessionError, ZSTD_LEVEL,
+};
 
 /// Version of the frame layout and of the schema package (`bramble.v1`).
 pub const PROTOCOL_VERSION: u8 = 1;
