@@ -597,3 +597,46 @@ async fn until_job(site: &Site, d: &mut Device, email: &str, n: usize) -> Result
         }
     }
 }
+
+#[tokio::test]
+async fn a_groups_software_configuration_reaches_its_members() -> Result {
+    let site = site().await?;
+    let email = "uma@example.com";
+    let mut d = activated(&site, email, "uma-phone").await?;
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/software/packages?name=Maps&version=3.2",
+            site_base(&site)?
+        ))
+        .bearer_auth(site_token(&site)?)
+        .header("content-type", "application/octet-stream")
+        .body(b"maps package".to_vec())
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await?);
+    post(&site, "/software/configs", json!({"name": "Drivers"})).await?;
+    put(
+        &site,
+        "/software/configs/Drivers/apps/Maps",
+        json!({"version": "3.2", "disposition": "required"}),
+    )
+    .await?;
+    post(&site, "/groups", json!({"name": "Fleet"})).await?;
+    put(&site, &format!("/groups/Fleet/members/{email}"), json!({})).await?;
+    // assigned to the group, not the user: the member's phone installs it
+    put(
+        &site,
+        "/groups/Fleet/software",
+        json!({"config": "Drivers"}),
+    )
+    .await?;
+    let job = until_job(&site, &mut d, email, 1).await?;
+    assert_eq!(job["state"], "done", "{job}");
+    let names: Vec<&str> = d.apps().iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, vec!["Maps"]);
+    assert_eq!(d.app_package("Maps")?, b"maps package");
+    let group = site.api(Method::GET, "/groups/Fleet", None).await?;
+    assert_eq!(group["software"], "Drivers", "{group}");
+    site.shutdown().await;
+    Ok(())
+}
