@@ -92,6 +92,28 @@ async fn seed(w: &World, email: &str, db: Database, items: &[(String, String)]) 
     for (name, data) in items {
         std::fs::write(folder.join(name), data)?;
     }
+    // Radicale reads and indexes files it did not write when the collection is next listed:
+    // for thousands that first listing takes longer than a client's 30 s (it goes on
+    // indexing after the client gave up). That is this setup's cost, not the slow sync's:
+    // list until it answers, so the test measures what a server with its cache made does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        match client.changes(&href, None).await {
+            Ok(c) if c.changed.len() >= items.len() => break,
+            Ok(_) | Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(c) => {
+                return Err(format!(
+                    "Radicale lists {} of {} records",
+                    c.changed.len(),
+                    items.len()
+                )
+                .into());
+            }
+            Err(e) => return Err(format!("Radicale did not list the seeded records: {e}").into()),
+        }
+    }
     Ok(href)
 }
 
