@@ -1,9 +1,10 @@
 //! Sealing: what makes a payload readable only by the device and its enterprise server.
 //!
 //! Outbound: the `Envelope` bytes are compressed with zstd and the shipped mail dictionary
-//! ([`MAIL_DICTIONARY`], when that makes them smaller), prefixed with a codec byte, and encrypted with AES-256-GCM under the key of the direction
-//! of travel, with the 20-byte routing header as associated data and a nonce made of the
-//! direction and the frame's sequence number. Inbound: the reverse, after the replay window
+//! ([`MAIL_DICTIONARY`]; only when that makes them smaller), prefixed with a codec byte, and
+//! encrypted with AES-256-GCM under the key of the direction of travel, with the 20-byte
+//! routing header as associated data and a nonce made of the direction and the frame's
+//! sequence number. Inbound: the reverse, after the replay window
 //! has cleared the sequence number.
 //!
 //! Keys: HKDF-SHA256 over the 32-byte master key the device and server agreed at activation,
@@ -34,9 +35,12 @@ const CODEC_ZSTD_MAIL1: u8 = 2;
 /// Payloads shorter than this are not worth compressing.
 const COMPRESS_MIN: usize = 64;
 /// zstd level with the dictionary: on 2–8 KiB mail `bramble bench seal` measured level 2 with
-/// it about as fast as level 1 without (0.93×) and 3.53× smaller on the wire; level 1 with it
-/// was faster (1.03×) but 3.31×, level 3 3.63× but 0.74× (docs/benchmarks.md).
+/// it about as fast as level 1 without (0.90–0.98× in four release runs) and 3.53× smaller on
+/// the wire; level 1 with it was faster (1.03×) but 3.31×, level 3 3.63× but 0.74×
+/// (docs/benchmarks.md).
 pub const ZSTD_LEVEL: i32 = 2;
+/// The AES-GCM tag.
+const TAG_LEN: usize = 16;
 
 /// The zstd dictionary of codec 2, trained on mail (`bramble bench-dict` makes it again: see
 /// `bramble_bench::dict`). Part of the protocol: a phone that opens codec 2 needs these
@@ -56,8 +60,6 @@ fn decoder_dictionary() -> &'static DecoderDictionary<'static> {
     static D: OnceLock<DecoderDictionary<'static>> = OnceLock::new();
     D.get_or_init(|| DecoderDictionary::copy(MAIL_DICTIONARY))
 }
-/// The AES-GCM tag.
-const TAG_LEN: usize = 16;
 
 /// The largest plaintext a sealed frame may carry once decompressed (4 MiB).
 pub const MAX_PLAINTEXT: usize = 4 << 20;
