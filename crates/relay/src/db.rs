@@ -55,7 +55,8 @@ fn migrator() -> Migrator {
                     description.into(),
                     MigrationType::Simple,
                     sql.into_sql_str(),
-                    false,
+                    // as `migrate!` reads it: a first line that opts out of the transaction
+                    sql.starts_with("-- no-transaction"),
                 )
             })
             .collect(),
